@@ -1,0 +1,1 @@
+"""Captions and chat overlays, rendered into frames or served as pages."""
