@@ -67,6 +67,9 @@ _DOMINANCE: dict[Viseme, tuple[float, float, float]] = {
     Viseme.OO: (1.0, 1.5, 1.8),
 }
 
+LOUDNESS_WEIGHT = 0.6
+"""How much the jaw follows loudness (0: phonemes alone). Louder syllables open wider, as they
+do in real speech; it also makes the mouth track the voice's rhythm, not just its phonemes."""
 ANTICIPATION_S = 0.05
 """Time constant of the pull toward an upcoming sound."""
 CARRYOVER_S = 0.035
@@ -130,11 +133,30 @@ def classify(phonemes: Sequence[str]) -> list[Viseme]:
     return [v if v is not None else Viseme.REST for v in out]
 
 
-def viseme_track(phonemes: Sequence[PhonemeTiming], fps: float, duration: float | None = None) -> np.ndarray:
+def loudness(audio: np.ndarray, sample_rate: int, fps: float, n: int) -> np.ndarray:
+    """RMS of the audio around each frame's mid-time (a window of two frames), over its 90th percentile."""
+    x = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+    hop = sample_rate / fps
+    centers = ((np.arange(n) + 0.5) * hop).astype(np.int64)
+    lo, hi = np.clip(centers - int(hop), 0, len(x)), np.clip(centers + int(hop), 0, len(x))
+    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    rms = np.sqrt((energy[hi] - energy[lo]) / np.maximum(hi - lo, 1))
+    ref = float(np.percentile(rms, 90)) if n else 0.0
+    return rms / ref if ref > 0 else np.zeros(n)
+
+
+def viseme_track(
+    phonemes: Sequence[PhonemeTiming],
+    fps: float,
+    duration: float | None = None,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+) -> np.ndarray:
     """Mouth shape per video frame: float32 array (frames, 3) of (jaw, width, round).
 
     Frame i shows time (i + 0.5) / fps: the middle of the 1/fps it is on screen. `duration`
-    (seconds, default: the end of the last phoneme) fixes the number of frames.
+    (seconds, default: the end of the last phoneme) fixes the number of frames. With the
+    speech `audio` (and its `sample_rate`) the jaw also follows loudness (LOUDNESS_WEIGHT).
     """
     end = duration if duration is not None else (phonemes[-1].end if phonemes else 0.0)
     n = max(0, math.ceil(end * fps - 1e-9))
@@ -154,4 +176,7 @@ def viseme_track(phonemes: Sequence[PhonemeTiming], fps: float, duration: float 
     dom = weight[:, :, None] * alpha[None, :, :]  # (T, P, 3)
     # the tiny constant is a silent REST far from any phoneme (its target is all zeros)
     track = (dom * targets[None]).sum(1) / (dom.sum(1) + 1e-9)
+    if audio is not None and sample_rate:
+        gain = (1 - LOUDNESS_WEIGHT) + LOUDNESS_WEIGHT * 1.2 * loudness(audio, sample_rate, fps, n)
+        track[:, 0] = np.clip(track[:, 0] * gain, 0.0, 1.0)
     return track.astype(np.float32)

@@ -1,0 +1,235 @@
+"""`avatarcast` command line.
+
+  avatarcast setup                          prepare the embedded defaults (once; make demo runs it)
+  avatarcast demo [--port N]                put configs/demo.yaml on air and print its URL
+  avatarcast serve -c CONFIG                put every channel of CONFIG on air
+  avatarcast render -c CONFIG --say TEXT -o clip.mp4 [--avatar PACK_DIR] [--channel NAME]
+  avatarcast avatar prepare PHOTO -o DIR    make a photo avatar pack from your own photo
+
+User mistakes (a bad config, a photo without a face, a busy port) end with one clear message
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from agents.config import ConfigError, StudioConfig, load_config
+from models.avatars import PackError
+from models.defaults import PROJECT_ROOT
+
+log = logging.getLogger("avatarcast")
+DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+
+
+class UserError(Exception):
+    """Ends the command with its message and exit code 2."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------- setup
+def cmd_setup(args: argparse.Namespace) -> None:
+    from models.faces import fetch_face_models
+
+    _say("avatarcast setup: preparing the embedded defaults (nothing here runs again once done)")
+    t0 = time.monotonic()
+    fetch_face_models(progress=_say)
+    _say(f"setup done in {time.monotonic() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------------- serve / demo
+async def _serve(cfg: StudioConfig) -> None:
+    from aiohttp import web
+
+    from agents.studio import Studio
+    from agents.web import make_app
+
+    studio = Studio(cfg)
+    t0 = time.monotonic()
+    runner: web.AppRunner | None = None
+    try:
+        await studio.start()
+        runner = web.AppRunner(make_app(studio), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, cfg.server.host, cfg.server.port).start()
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}; "
+                "fix: free the port, or choose another with --port or server.port"
+            ) from None
+        host = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "::") else cfg.server.host
+        _say(f"on air in {time.monotonic() - t0:.1f} s")
+        for name in studio.channels:
+            _say(f"  {name}: http://{host}:{cfg.server.port}/c/{name}")
+        _say("press Ctrl+C to stop")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        _say("stopping…")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await studio.aclose()
+
+
+def _load(path: str) -> StudioConfig:
+    return load_config(Path(path))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    cfg = _load(args.config)
+    if args.port is not None:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"port": args.port})})
+    asyncio.run(_serve(cfg))
+
+
+# ---------------------------------------------------------------------- render
+async def _render(cfg: StudioConfig, channel_name: str | None, avatar: str | None, text: str, out: Path) -> None:
+    from agents.channel import Channel
+    from agents.speech import speech_segments
+    from models.lipsync.service import LipSyncService
+    from models.tts_piper import PiperTTS
+    from stream.clock import OfflineClock
+    from stream.mp4 import Mp4Writer
+
+    try:
+        ch_cfg = cfg.channel(channel_name) if channel_name else cfg.channels[0]
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    if avatar is not None:
+        ch_cfg = ch_cfg.model_copy(update={"avatar": ch_cfg.avatar.model_copy(update={"pack": avatar})})
+    voice = ch_cfg.voice
+    loop = asyncio.get_running_loop()
+    t0 = time.monotonic()
+    _say(f"loading voice and avatar ({ch_cfg.avatar.pack}) …")
+    tts = await loop.run_in_executor(
+        None,
+        lambda: PiperTTS.load(
+            None if voice.model == "builtin:joe" else Path(voice.model),
+            speaker=voice.speaker,
+            length_scale=voice.length_scale,
+        ),
+    )
+    lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
+    channel = Channel(ch_cfg, lipsync=lipsync, tts=tts, clock=OfflineClock())
+    try:
+        await channel.prepare()
+        assert channel.program is not None and channel.face is not None
+        _say("synthesising speech …")
+        async for segment in speech_segments(tts, text, "render", channel.fmt.fps):
+            channel.program.enqueue(segment)
+        frames = math.ceil(channel.program.scheduled_until * channel.fmt.fps - 1e-9)  # whole frames
+        duration = frames / channel.fmt.fps
+        _say(f"rendering {duration:.2f} s ({frames} frames) …")
+        box = ",".join(map(str, channel.face.mouth_box))
+        writer = Mp4Writer(out, channel.encoder, comment=f"avatarcast mouth_box={box}")
+        await channel.program.run(until=duration)
+        await channel.encoder.finish()
+        writer.close()
+    finally:
+        await channel.aclose()
+        await lipsync.aclose()
+    _say(f"wrote {out} ({duration:.2f} s, {writer.frames} frames) in {time.monotonic() - t0:.1f} s")
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    cfg = _load(args.config)
+    avatar = None
+    if args.avatar is not None:
+        from models.avatars import resolve_pack
+
+        avatar = str(resolve_pack(args.avatar))
+    text = args.say.strip()
+    if not text:
+        raise UserError("--say needs some text")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist")
+    asyncio.run(_render(cfg, args.channel, avatar, text, out))
+
+
+# ---------------------------------------------------------------------- avatar prepare
+def cmd_avatar_prepare(args: argparse.Namespace) -> None:
+    from models.faces import prepare_photo_pack
+
+    size = (args.size, args.size)
+    t0 = time.monotonic()
+    pack = prepare_photo_pack(Path(args.photo), Path(args.output), size=size, crop_scale=args.crop_scale,
+                              progress=_say)
+    _say(f"avatar pack written to {pack.path} in {time.monotonic() - t0:.1f} s")
+    _say(f"use it with:  avatar: {{pack: {pack.path}}}   or   avatarcast render --avatar {pack.path} ...")
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatarcast", description="Real-time AI avatars on air.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("setup", help="prepare the embedded default models").set_defaults(func=cmd_setup)
+
+    demo = sub.add_parser("demo", help="put the demo channel on air and print its URL")
+    demo.add_argument("--port", type=int, default=None)
+    demo.set_defaults(func=cmd_serve, config=str(DEMO_CONFIG))
+
+    serve = sub.add_parser("serve", help="put every channel of a config on air")
+    serve.add_argument("-c", "--config", required=True)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    render = sub.add_parser("render", help="render a channel saying TEXT into an MP4 (H.264 + AAC)")
+    render.add_argument("-c", "--config", default=str(DEMO_CONFIG))
+    render.add_argument("--channel", help="which channel of the config (default: the first)")
+    render.add_argument("--avatar", help="an avatar pack directory to use instead of the channel's")
+    render.add_argument("--say", required=True, help="what the avatar says")
+    render.add_argument("-o", "--output", required=True, help="the .mp4 to write")
+    render.set_defaults(func=cmd_render)
+
+    avatar = sub.add_parser("avatar", help="avatar packs").add_subparsers(dest="avatar_command", required=True)
+    prepare = avatar.add_parser("prepare", help="find the face in your photo and write an avatar pack")
+    prepare.add_argument("photo")
+    prepare.add_argument("-o", "--output", required=True, help="the pack directory to write")
+    prepare.add_argument("--size", type=int, default=512, help="frame size of the pack (square), default 512")
+    prepare.add_argument("--crop-scale", type=float, default=3.0, help="crop side / face width, default 3.0")
+    prepare.set_defaults(func=cmd_avatar_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("aioice", "aiortc", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from models.faces import FaceModelsFetchError, FaceModelsMissing, PhotoError
+
+    try:
+        args.func(args)
+    except (UserError, ConfigError, PackError, PhotoError, FaceModelsMissing, FaceModelsFetchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The YAML config: one studio, one or more channels. Validated before anything starts.
+
+A bad file fails with every problem at once, each as `key.path: bad value — what is wrong;
+fix: what to write`. Unknown keys are rejected (a typo must not silently fall back to a
+default). Secrets are `env:NAME` / `file:PATH` references (agents/secrets.py).
+Relative paths in the file are relative to the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.secrets import HOW_TO, SecretRef
+from models.avatars import PackError, resolve_pack
+from stream.clock import SUPPORTED_FPS
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; str() is the full, human-readable report."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IceServer(_Model):
+    """A STUN/TURN server the server-side peer uses to gather candidates."""
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: SecretRef | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^(stun|stuns|turn|turns):", url):
+                raise ValueError(f"{url!r} is not an ICE server URL; fix: start it with stun:, turn: or turns:")
+        return urls
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    ice_servers: list[IceServer] = []
+    candidate_addresses: Literal["auto"] | list[str] = "auto"
+    """ICE host candidates the server offers. auto: 127.0.0.1 when `host` is loopback, else all."""
+
+    @field_validator("candidate_addresses")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for a in value:
+                try:
+                    ipaddress.ip_address(a)
+                except ValueError:
+                    raise ValueError(f"{a!r} is not an IP address; fix: list IP addresses or write auto") from None
+        return value
+
+    def host_candidates(self) -> list[str] | None:
+        if self.candidate_addresses != "auto":
+            return list(self.candidate_addresses)
+        loopback = self.host in ("localhost", "127.0.0.1", "::1")
+        return ["127.0.0.1"] if loopback else None
+
+
+class AvatarConfig(_Model):
+    pack: str = "builtin:nova"
+    """builtin:<name>, or the directory written by `avatarcast avatar prepare PHOTO -o DIR`."""
+
+
+class VoiceConfig(_Model):
+    backend: Literal["piper"] = "piper"
+    model: str = "builtin:joe"
+    """builtin:joe (the embedded en_US voice) or the path of a Piper .onnx voice."""
+    speaker: int | None = Field(None, ge=0)
+    length_scale: float = Field(1.0, ge=0.5, le=2.0)
+    """Speaking pace: above 1 slower, below 1 faster."""
+
+
+class VideoConfig(_Model):
+    width: int = Field(512, ge=128, le=1920, multiple_of=2)
+    height: int = Field(512, ge=128, le=1920, multiple_of=2)
+    fps: int = 25
+    bitrate_kbps: int = Field(1000, ge=100, le=20000)
+    keyframe_interval_s: float = Field(2.0, ge=0.5, le=10.0)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, fps: int) -> int:
+        if fps not in SUPPORTED_FPS:
+            raise ValueError(
+                f"a frame must be a whole number of 48 kHz audio samples; fix: use one of "
+                f"{', '.join(map(str, SUPPORTED_FPS))} (25 is the default)"
+            )
+        return fps
+
+
+class ChannelConfig(_Model):
+    name: str
+    """Used in URLs (/c/<name>): lower-case letters, digits, - and _."""
+    title: str = ""
+    avatar: AvatarConfig = AvatarConfig()
+    voice: VoiceConfig = VoiceConfig()
+    video: VideoConfig = VideoConfig()
+    greeting: str | None = Field(None, max_length=500)
+    """Said once when the channel goes on air."""
+    max_chat_chars: int = Field(300, ge=10, le=2000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+            raise ValueError("a channel name appears in URLs; fix: use 1-32 lower-case letters, digits, - or _")
+        return name
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
+
+
+class LipSyncConfig(_Model):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch: int = Field(32, ge=1, le=256)
+
+
+class StudioConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    lipsync: LipSyncConfig = LipSyncConfig()
+    channels: list[ChannelConfig]
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: list[ChannelConfig]) -> list[ChannelConfig]:
+        if not channels:
+            raise ValueError("no channels; fix: add at least one (see configs/demo.yaml)")
+        names = [ch.name for ch in channels]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"channel name {name!r} is used twice; fix: give every channel its own name")
+        return channels
+
+    def channel(self, name: str) -> ChannelConfig:
+        for ch in self.channels:
+            if ch.name == name:
+                return ch
+        raise KeyError(f"no channel {name!r}; channels: {', '.join(c.name for c in self.channels)}")
+
+
+# ---------------------------------------------------------------------- loading and errors
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "literal[", "list[", "str", "int")):
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = StudioConfig
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return model
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _fix(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        model = _model_at(err["loc"][:-1])
+        allowed = ", ".join(model.model_fields) if model else "see README"
+        return f"unknown key; fix: remove it or correct the spelling (allowed here: {allowed})"
+    if kind == "missing":
+        return "required; fix: add it"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source} is not a valid avatarcast config:"]
+    for err in exc.errors():
+        fix = _fix(err)
+        if err["type"] in ("missing", "extra_forbidden") or isinstance(err["input"], (dict, list)):
+            shown = ""
+        elif HOW_TO in fix:  # a secret written in the file must not be echoed into logs
+            shown = "(value hidden) — "
+        else:
+            shown = f"{err['input']!r} — "
+        lines.append(f"  {_loc(err['loc'])}: {shown}{fix}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
+    """Make pack and voice paths absolute (relative to the config file) and check they exist."""
+    problems: list[str] = []
+    channels = []
+    for i, ch in enumerate(cfg.channels):
+        pack = ch.avatar.pack
+        if not pack.startswith("builtin:"):
+            pack = str((base / pack).resolve()) if not Path(pack).expanduser().is_absolute() else pack
+        try:
+            resolve_pack(pack)
+        except PackError as exc:
+            problems.append(f"  channels[{i}].avatar.pack: {ch.avatar.pack!r} — {exc}")
+        model = ch.voice.model
+        if model != "builtin:joe":
+            model = str((base / model).resolve()) if not Path(model).expanduser().is_absolute() else model
+            if not Path(model).is_file():
+                problems.append(
+                    f"  channels[{i}].voice.model: {ch.voice.model!r} — no such file; "
+                    "fix: the path of a Piper .onnx voice, or builtin:joe"
+                )
+            elif not Path(model + ".json").is_file():
+                problems.append(f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
+                                "is missing; fix: put the voice's .onnx.json beside it")
+        channels.append(ch.model_copy(update={
+            "avatar": ch.avatar.model_copy(update={"pack": pack}),
+            "voice": ch.voice.model_copy(update={"model": model}),
+        }))
+    for i, ice in enumerate(cfg.server.ice_servers):
+        if ice.credential is not None:
+            try:
+                ice.credential.reveal()
+            except LookupError as exc:
+                problems.append(f"  server.ice_servers[{i}].credential: {ice.credential} — {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg.model_copy(update={"channels": channels})
+
+
+def parse_config(data: object, source: str = "config", base: Path | None = None) -> StudioConfig:
+    try:
+        cfg = StudioConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(source, exc)) from None
+    try:
+        return _resolve_paths(cfg, base or Path.cwd())
+    except ConfigError as exc:
+        raise ConfigError(f"{source} is not a valid avatarcast config:\n{exc}") from None
+
+
+def load_config(path: Path) -> StudioConfig:
+    """Read, validate and resolve a config file; raises ConfigError with the full report."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (server:, lipsync:, channels:)")
+    return parse_config(data, str(path), Path(path).resolve().parent)

@@ -1,0 +1,155 @@
+"""The HTTP side of the studio: channel list, viewer page, WebRTC signaling, chat and events.
+
+Routes
+  GET  /                     the channels on air
+  GET  /c/{channel}          the viewer page (video + audio, chat box, mic button, captions)
+  GET  /c/{channel}/info     what the page needs (size, title; nothing secret)
+  POST /c/{channel}/offer    {"sdp", "type": "offer"} -> {"sdp", "type": "answer", "viewer"}
+  POST /c/{channel}/chat     {"text"} -> 202 {"turn"}: the avatar says it
+  GET  /c/{channel}/events   server-sent events: captions and speaking state
+Bad input gets a 4xx with {"error": "..."} that says what to change; it never touches another
+channel.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import unicodedata
+from typing import Any
+
+from aiohttp import web
+
+from agents.channel import Channel, ChannelBusy
+from agents.studio import Studio
+from stream import WEB_DIR
+from stream.webrtc import OfferError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+STUDIO: web.AppKey[Studio] = web.AppKey("studio", Studio)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _channel(request: web.Request) -> Channel:
+    studio = request.app[STUDIO]
+    name = request.match_info["channel"]
+    channel = studio.channels.get(name)
+    if channel is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(studio.channels)}),
+            content_type="application/json",
+        )
+    return channel
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "the body must be a UTF-8 JSON object"}), content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
+                                 content_type="application/json")
+    return body
+
+
+def clean_chat_text(text: object, max_chars: int) -> str:
+    """Chat text as the avatar may say it; raises ValueError with the reason otherwise."""
+    if not isinstance(text, str):
+        raise ValueError("'text' must be a string")
+    if "\x00" in text or sum(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text) > 2:
+        raise ValueError("the text holds binary or control characters")
+    text = re.sub(r"\s+", " ", "".join(c for c in text if unicodedata.category(c) != "Cc" or c in "\t\n\r")).strip()
+    if not text:
+        raise ValueError("the text is empty")
+    if len(text) > max_chars:
+        raise ValueError(f"the text has {len(text)} characters; at most {max_chars} are allowed")
+    return text
+
+
+async def index(request: web.Request) -> web.Response:
+    studio = request.app[STUDIO]
+    items = "\n".join(
+        f'<li><a href="/c/{html.escape(c.name)}">{html.escape(c.cfg.display_title)}</a>'
+        f" <small>{len(c.webrtc.viewers)} watching</small></li>"
+        for c in studio.channels.values()
+    )
+    page = (WEB_DIR / "index.html").read_text().replace("{{channels}}", items)
+    return web.Response(text=page, content_type="text/html")
+
+
+async def viewer_page(request: web.Request) -> web.FileResponse:
+    _channel(request)
+    return web.FileResponse(WEB_DIR / "viewer.html")
+
+
+async def info(request: web.Request) -> web.Response:
+    return web.json_response(_channel(request).info())
+
+
+async def offer(request: web.Request) -> web.Response:
+    channel = _channel(request)
+    body = await _json_body(request)
+    try:
+        sdp, viewer = await channel.webrtc.answer(body.get("sdp"), body.get("type"))
+    except OfferError as exc:
+        log.info("channel %s: offer refused: %s", channel.name, exc)
+        return _error(400, str(exc))
+    return web.json_response({"sdp": sdp, "type": "answer", "viewer": viewer})
+
+
+async def chat(request: web.Request) -> web.Response:
+    channel = _channel(request)
+    body = await _json_body(request)
+    try:
+        text = clean_chat_text(body.get("text"), channel.cfg.max_chat_chars)
+    except ValueError as exc:
+        log.info("channel %s: chat message refused: %s", channel.name, exc)
+        return _error(400, str(exc))
+    try:
+        turn = await channel.say(text)
+    except ChannelBusy as exc:
+        return _error(429, str(exc))
+    return web.json_response({"turn": turn}, status=202)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    channel = _channel(request)
+    try:
+        listener = channel.events.listen()
+    except OverflowError as exc:
+        return _error(503, str(exc))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    await response.write(b": connected\n\n")
+    async for event in listener:
+        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    studio = request.app[STUDIO]
+    return web.json_response({name: c.stats() for name, c in studio.channels.items()})
+
+
+def make_app(studio: Studio) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[STUDIO] = studio
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", WEB_DIR, show_index=False)
+    app.router.add_get("/c/{channel}", viewer_page)
+    app.router.add_get("/c/{channel}/info", info)
+    app.router.add_post("/c/{channel}/offer", offer)
+    app.router.add_post("/c/{channel}/chat", chat)
+    app.router.add_get("/c/{channel}/events", events)
+    return app

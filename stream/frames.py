@@ -1,0 +1,52 @@
+"""The few typed things that travel through a channel's Program.
+
+Deliberately small (pipecat's 129 frame classes are the counter-example): speech segments in,
+timeline events out. A new behaviour gets a field, not a new class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class SpeechSegment:
+    """One piece of speech to put on the timeline: audio plus what the face does meanwhile.
+
+    `cues` is a float32 array (frames, k) sampled at `cue_rate` from the segment's first sample,
+    entry i describing time (i + 0.5) / cue_rate; the Program hands each video frame the cue row
+    for its own time and does not interpret it (for avatars: jaw, width, round).
+    """
+
+    pcm: np.ndarray  # int16 mono at 48 kHz
+    cues: np.ndarray
+    cue_rate: float
+    turn_id: str
+    text: str = ""
+    segment_id: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.pcm.dtype != np.int16 or self.pcm.ndim != 1:
+            raise ValueError("SpeechSegment.pcm must be 1-D int16 (mono, 48 kHz)")
+        if self.cues.ndim != 2:
+            raise ValueError("SpeechSegment.cues must be 2-D (frames, k)")
+
+
+class EventKind(Enum):
+    SEGMENT_STARTED = "segment_started"
+    SEGMENT_FINISHED = "segment_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramEvent:
+    """What actually went on air, reported when it happened (sinks tell the truth, not the plan)."""
+
+    kind: EventKind
+    turn_id: str
+    segment_id: int
+    text: str
+    at: float  # seconds on the channel's timeline (audio position)
+    played: float = 0.0  # seconds of the segment that went out (SEGMENT_FINISHED)

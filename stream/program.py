@@ -1,0 +1,268 @@
+"""A channel's program: the one A/V timeline every output of the channel shows.
+
+Audio is the master clock. The Program emits a 20 ms audio frame at every audio position and a
+video frame whenever the position crosses a frame start, so video is stamped from the audio
+position and cannot drift. Speech segments are laid on the timeline back to back; silence and
+idle frames fill every gap.
+
+Video frames are rendered a few frames ahead of the clock by a FrameSource (the channel's face
+renderer). If a frame is not ready when it is due, the previous frame is shown again and the
+miss is counted — the picture never stops. Speech is scheduled no earlier than the first frame
+not yet sent to the renderer, so a frame rendered idle never has to be thrown away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stream.clock import AUDIO_FRAME_SAMPLES, AUDIO_RATE, Clock, RealClock, VideoFormat
+from stream.frames import EventKind, ProgramEvent, SpeechSegment
+
+log = logging.getLogger(__name__)
+
+MAX_LAG_S = 0.5
+"""A live program this far behind its clock (a stalled loop) re-bases instead of bursting."""
+
+
+class FrameSource(Protocol):
+    """Renders the channel's face for consecutive video frames."""
+
+    async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
+        """Frames first .. first+len(cues)-1 -> uint8 (n, height, width, 3) RGB.
+
+        cues[i] is the speech cue row of frame first+i (all zeros while nobody speaks).
+        """
+        ...
+
+    def still(self) -> np.ndarray:
+        """A frame to show when nothing else is available (before the first render, on failure)."""
+        ...
+
+
+class ProgramSink(Protocol):
+    """Where the program goes: in practice the channel's one encoder."""
+
+    def on_audio(self, pcm: np.ndarray, sample: int) -> None: ...
+
+    def on_video(self, image: np.ndarray, frame: int) -> None: ...
+
+    async def ready(self) -> None:
+        """Return once the sink can take a frame without dropping it (only offline runs wait)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Slot:
+    segment: SpeechSegment
+    start: int  # audio sample on the timeline
+    end: int
+    started: bool = False
+
+
+class Program:
+    def __init__(
+        self,
+        fmt: VideoFormat,
+        source: FrameSource,
+        sink: ProgramSink,
+        *,
+        cue_dims: int = 3,
+        clock: Clock | None = None,
+        lookahead: int = 3,
+        render_chunk: int = 2,
+        name: str = "",
+    ) -> None:
+        self.fmt = fmt
+        self.source = source
+        self.sink = sink
+        self.cue_dims = cue_dims
+        self.clock: Clock = clock or RealClock()
+        self.lookahead = lookahead
+        self.render_chunk = render_chunk
+        self.name = name
+        self.stats: Counter[str] = Counter()
+        self._slots: deque[_Slot] = deque()
+        self._listeners: list[Callable[[ProgramEvent], None]] = []
+        self._audio_pos = 0  # next audio sample to emit
+        self._video_next = 0  # next video frame to emit
+        self._render_next = 0  # next video frame to ask the source for
+        self._frames: dict[int, np.ndarray] = {}
+        self._last_image: np.ndarray | None = None
+        self._frame_ready = asyncio.Event()
+        self._need_frames = asyncio.Event()
+        self._segment_ids = 0
+
+    # ------------------------------------------------------------------ timeline
+    @property
+    def position(self) -> float:
+        """Seconds of program emitted so far."""
+        return self._audio_pos / AUDIO_RATE
+
+    @property
+    def scheduled_until(self) -> float:
+        """Timeline second at which the last queued speech ends (or the current position)."""
+        end = self._slots[-1].end if self._slots else self._audio_pos
+        return max(end, self._audio_pos) / AUDIO_RATE
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._slots)
+
+    def add_listener(self, listener: Callable[[ProgramEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def enqueue(self, segment: SpeechSegment) -> float:
+        """Lay `segment` on the timeline after everything already queued; returns its start (s)."""
+        if segment.cues.shape[1] != self.cue_dims:
+            raise ValueError(f"cues have {segment.cues.shape[1]} columns, this program takes {self.cue_dims}")
+        horizon = max(self.fmt.frame_start(self._render_next), self._audio_pos)
+        start = max(horizon, self._slots[-1].end if self._slots else 0)
+        self._segment_ids += 1
+        segment.segment_id = self._segment_ids
+        self._slots.append(_Slot(segment, start, start + len(segment.pcm)))
+        self.stats["segments"] += 1
+        return start / AUDIO_RATE
+
+    def _cues_for(self, first: int, n: int) -> np.ndarray:
+        """Cue rows of frames first..first+n-1: each frame takes the cue at its mid-time."""
+        out = np.zeros((n, self.cue_dims), np.float32)
+        half = self.fmt.samples_per_frame / 2
+        for i in range(n):
+            t = self.fmt.frame_start(first + i) + half
+            slot = next((s for s in self._slots if s.start <= t < s.end), None)
+            if slot is None:
+                continue
+            seg = slot.segment
+            pos = (t - slot.start) / AUDIO_RATE * seg.cue_rate - 0.5
+            lo = int(np.clip(np.floor(pos), 0, len(seg.cues) - 1))
+            hi = min(lo + 1, len(seg.cues) - 1)
+            w = float(np.clip(pos - lo, 0.0, 1.0))
+            out[i] = (1 - w) * seg.cues[lo] + w * seg.cues[hi]
+        return out
+
+    # ------------------------------------------------------------------ running
+    async def run(self, until: float | None = None) -> None:
+        """Emit the program in real time (or as fast as an offline clock allows).
+
+        Runs until cancelled, or until `until` seconds of program have been emitted.
+        """
+        stop_at = None if until is None else round(until * AUDIO_RATE)
+        renderer = asyncio.create_task(self._render_ahead(), name=f"program-render:{self.name}")
+        try:
+            t0 = self.clock.now() - self._audio_pos / AUDIO_RATE
+            while stop_at is None or self._audio_pos < stop_at:
+                next_audio = self._audio_pos
+                next_video = self.fmt.frame_start(self._video_next)
+                due = t0 + min(next_audio, next_video) / AUDIO_RATE
+                if self.clock.realtime:
+                    lag = self.clock.now() - due
+                    if lag > MAX_LAG_S:
+                        log.warning("program %s fell %.2f s behind its clock; re-basing", self.name, lag)
+                        self.stats["rebases"] += 1
+                        t0 += lag
+                        due += lag
+                await self.clock.sleep_until(due)
+                if next_audio <= next_video:
+                    self._emit_audio()
+                else:
+                    await self._emit_video()
+        finally:
+            renderer.cancel()
+            await asyncio.gather(renderer, return_exceptions=True)
+
+    def _emit_audio(self) -> None:
+        a, b = self._audio_pos, self._audio_pos + AUDIO_FRAME_SAMPLES
+        pcm = np.zeros(AUDIO_FRAME_SAMPLES, np.int16)
+        for slot in self._slots:
+            if slot.start >= b:
+                break
+            lo, hi = max(a, slot.start), min(b, slot.end)
+            if lo < hi:
+                pcm[lo - a : hi - a] = slot.segment.pcm[lo - slot.start : hi - slot.start]
+            if not slot.started and slot.start < b:
+                slot.started = True
+                self._publish(EventKind.SEGMENT_STARTED, slot, slot.start)
+        while self._slots and self._slots[0].end <= b:
+            slot = self._slots.popleft()
+            self._publish(EventKind.SEGMENT_FINISHED, slot, slot.end)
+        self.sink.on_audio(pcm, a)
+        self._audio_pos = b
+        self.stats["audio_frames"] += 1
+
+    async def _emit_video(self) -> None:
+        n = self._video_next
+        if not self.clock.realtime:
+            await self.sink.ready()
+            while n not in self._frames:
+                self._frame_ready.clear()
+                self._need_frames.set()
+                await self._frame_ready.wait()
+        image = self._frames.pop(n, None)
+        for stale in [k for k in self._frames if k < n]:
+            del self._frames[stale]
+        if image is None:
+            self.stats["late_frames"] += 1
+            image = self._last_image if self._last_image is not None else self.source.still()
+        self._last_image = image
+        self.sink.on_video(image, n)
+        self._video_next = n + 1
+        self.stats["video_frames"] += 1
+        self._need_frames.set()
+
+    async def _render_ahead(self) -> None:
+        """Keep `lookahead` frames rendered ahead of the clock, one request in flight at a time."""
+        while True:
+            self._render_next = max(self._render_next, self._video_next)  # never render the past
+            target = self._video_next + self.lookahead
+            if self._render_next >= target:
+                self._need_frames.clear()
+                await self._need_frames.wait()
+                continue
+            first = self._render_next
+            n = min(self.render_chunk, target - first)
+            cues = self._cues_for(first, n)
+            self._render_next = first + n
+            try:
+                frames = await self.source.render(first, cues)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.clock.realtime:
+                    raise  # an offline render must not silently repeat frames
+                self._render_failed(first, n, exc)  # the frames stay missing: the last picture repeats
+                continue
+            for i in range(n):
+                if first + i >= self._video_next:
+                    self._frames[first + i] = frames[i]
+            self._frame_ready.set()
+
+    def _render_failed(self, first: int, n: int, exc: Exception) -> None:
+        self.stats["render_errors"] += 1
+        count = self.stats["render_errors"]
+        if count in (1, 10, 100) or count % 1000 == 0:  # a failing model must not flood the log
+            log.warning(
+                "program %s: rendering frames %d..%d failed (%s: %s; %d failures so far); repeating the last frame",
+                self.name,
+                first,
+                first + n - 1,
+                type(exc).__name__,
+                exc,
+                count,
+            )
+
+    def _publish(self, kind: EventKind, slot: _Slot, sample: int) -> None:
+        seg = slot.segment
+        played = (slot.end - slot.start) / AUDIO_RATE if kind is EventKind.SEGMENT_FINISHED else 0.0
+        event = ProgramEvent(kind, seg.turn_id, seg.segment_id, seg.text, sample / AUDIO_RATE, played)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("program %s: event listener failed", self.name)
