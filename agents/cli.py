@@ -168,8 +168,7 @@ def cmd_avatar_prepare(args: argparse.Namespace) -> None:
 
     size = (args.size, args.size)
     t0 = time.monotonic()
-    pack = prepare_photo_pack(Path(args.photo), Path(args.output), size=size, crop_scale=args.crop_scale,
-                              progress=_say)
+    pack = prepare_photo_pack(Path(args.photo), Path(args.output), size=size, crop_scale=args.crop_scale, progress=_say)
     _say(f"avatar pack written to {pack.path} in {time.monotonic() - t0:.1f} s")
     _say(f"use it with:  avatar: {{pack: {pack.path}}}   or   avatarcast render --avatar {pack.path} ...")
 

@@ -228,12 +228,18 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
                     "fix: the path of a Piper .onnx voice, or builtin:joe"
                 )
             elif not Path(model + ".json").is_file():
-                problems.append(f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
-                                "is missing; fix: put the voice's .onnx.json beside it")
-        channels.append(ch.model_copy(update={
-            "avatar": ch.avatar.model_copy(update={"pack": pack}),
-            "voice": ch.voice.model_copy(update={"model": model}),
-        }))
+                problems.append(
+                    f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
+                    "is missing; fix: put the voice's .onnx.json beside it"
+                )
+        channels.append(
+            ch.model_copy(
+                update={
+                    "avatar": ch.avatar.model_copy(update={"pack": pack}),
+                    "voice": ch.voice.model_copy(update={"model": model}),
+                }
+            )
+        )
     for i, ice in enumerate(cfg.server.ice_servers):
         if ice.credential is not None:
             try:

@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 
 def ice_servers(cfg: StudioConfig) -> list[RTCIceServer]:
     return [
-        RTCIceServer(
-            urls=s.urls, username=s.username, credential=s.credential.reveal() if s.credential else None
-        )
+        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential.reveal() if s.credential else None)
         for s in cfg.server.ice_servers
     ]
 
@@ -51,7 +49,10 @@ class Studio:
 
     async def build_channel(self, cfg: ChannelConfig) -> Channel:
         channel = Channel(
-            cfg, lipsync=self.lipsync, tts=await self.voice(cfg.voice), ice_servers=ice_servers(self.cfg),
+            cfg,
+            lipsync=self.lipsync,
+            tts=await self.voice(cfg.voice),
+            ice_servers=ice_servers(self.cfg),
             clock=self.clock,
         )
         await channel.prepare()

@@ -57,8 +57,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             text=json.dumps({"error": "the body must be a UTF-8 JSON object"}), content_type="application/json"
         ) from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "the body must be a JSON object"}), content_type="application/json"
+        )
     return body
 
 
@@ -141,9 +142,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({name: c.stats() for name, c in studio.channels.items()})
 
 
+async def _end_event_streams(app: web.Application) -> None:
+    """Server shutdown: end every SSE response, or the server would wait for them forever."""
+    for channel in app[STUDIO].channels.values():
+        channel.events.close()
+
+
 def make_app(studio: Studio) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[STUDIO] = studio
+    app.on_shutdown.append(_end_event_streams)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static/", WEB_DIR, show_index=False)

@@ -36,8 +36,7 @@ def resolve_pack(ref: str | Path) -> Path:
     path = Path(ref).expanduser()
     if not path.is_dir():
         raise PackError(
-            f"avatar pack {ref!r} is not a directory; "
-            f"make one with `avatarcast avatar prepare PHOTO -o {ref}`"
+            f"avatar pack {ref!r} is not a directory; make one with `avatarcast avatar prepare PHOTO -o {ref}`"
         )
     if not (path / "pack.json").is_file():
         raise PackError(f"{path} holds no pack.json; is it the output of `avatarcast avatar prepare`?")

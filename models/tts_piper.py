@@ -59,8 +59,10 @@ class PiperTTS:
         except Exception as exc:
             raise TTSError(f"cannot load Piper voice {path}: {exc}", recoverable=False) from exc
         if speaker is not None and not 0 <= speaker < voice.config.num_speakers:
-            raise TTSError(f"voice {path.name} has {voice.config.num_speakers} speaker(s); {speaker} is out of range",
-                           recoverable=False)
+            raise TTSError(
+                f"voice {path.name} has {voice.config.num_speakers} speaker(s); {speaker} is out of range",
+                recoverable=False,
+            )
         log.info("loaded Piper voice %s (%d Hz)", path.name, voice.config.sample_rate)
         return cls(voice, path, speaker=speaker, length_scale=length_scale)
 
@@ -76,8 +78,11 @@ class PiperTTS:
             if stop.is_set():
                 return
             pairs = [(a.phoneme, a.num_samples) for a in chunk.phoneme_alignments or ()]
-            emit(SpeechChunk(chunk.audio_int16_array, chunk.sample_rate,
-                             timings_from_alignment(pairs, chunk.sample_rate)))
+            emit(
+                SpeechChunk(
+                    chunk.audio_int16_array, chunk.sample_rate, timings_from_alignment(pairs, chunk.sample_rate)
+                )
+            )
 
     async def synthesize(self, text: str) -> AsyncIterator[SpeechChunk]:
         if len(text) > MAX_TEXT_CHARS:

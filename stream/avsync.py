@@ -41,7 +41,7 @@ def _mouth_box_from_comment(container: av.container.InputContainer) -> tuple[int
 
 def _busiest_box(frames: np.ndarray) -> tuple[int, int, int, int]:
     """The window (1/5 of the width, 1/8 of the height) whose pixels vary most over time."""
-    n, h, w = frames.shape
+    _, h, w = frames.shape
     std = frames.std(axis=0)
     bw, bh = max(8, w // 5), max(8, h // 8)
     integral = np.pad(std, ((1, 0), (1, 0))).cumsum(0).cumsum(1)

@@ -89,9 +89,7 @@ class ChannelEncoder:
         self.fmt = fmt
         self.name = name
         self.min_idr_gap_s = min_idr_gap_s
-        self.video = PacketFanout(
-            "video", request_keyframe=self.request_keyframe, min_idr_gap_s=min_idr_gap_s
-        )
+        self.video = PacketFanout("video", request_keyframe=self.request_keyframe, min_idr_gap_s=min_idr_gap_s)
         self.opus = PacketFanout("audio")
         self.aac = PacketFanout("audio")
         self.stats: Counter[str] = Counter()
@@ -102,7 +100,7 @@ class ChannelEncoder:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"encode-{name}")
         self._pending_video = 0
         self._keyframe_pending: str | None = None
-        self._last_forced_idr = float("-inf")
+        self._last_idr = float("-inf")  # when the last IDR was asked for or came out
         self._last_job: asyncio.Future | None = None
         self._closed = False
         self.encode_seconds = 0.0
@@ -135,8 +133,10 @@ class ChannelEncoder:
             return
         force = False
         now = time.monotonic()
-        if self._keyframe_pending is not None and now - self._last_forced_idr >= self.min_idr_gap_s:
-            force, self._keyframe_pending, self._last_forced_idr = True, None, now
+        if self._last_idr == float("-inf"):
+            self._last_idr = now  # x264 opens every stream with an IDR
+        if self._keyframe_pending is not None and now - self._last_idr >= self.min_idr_gap_s:
+            force, self._keyframe_pending, self._last_idr = True, None, now
         self._pending_video += 1
         self._submit(self._encode_video, image, frame, force)
 
@@ -190,8 +190,10 @@ class ChannelEncoder:
 
     def _publish_video(self, packet: av.Packet) -> None:
         key = packet.is_keyframe
-        if key:
+        if key:  # any IDR (periodic too) answers every request made so far
             self.stats["idr"] += 1
+            self._keyframe_pending = None
+            self._last_idr = time.monotonic()
             if self.h264_extradata is None:
                 self.h264_extradata = parameter_sets(bytes(packet))
         self.stats["video_packets"] += 1

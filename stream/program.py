@@ -14,6 +14,7 @@ not yet sent to the renderer, so a frame rendered idle never has to be thrown aw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from stream.frames import EventKind, ProgramEvent, SpeechSegment
 
 log = logging.getLogger(__name__)
 
+FIRST_FRAME_TIMEOUT_S = 5.0
+"""At start, wait this long at most for the renderer before going on air with the still frame."""
 MAX_LAG_S = 0.5
 """A live program this far behind its clock (a stalled loop) re-bases instead of bursting."""
 
@@ -156,6 +159,9 @@ class Program:
         stop_at = None if until is None else round(until * AUDIO_RATE)
         renderer = asyncio.create_task(self._render_ahead(), name=f"program-render:{self.name}")
         try:
+            if self.clock.realtime:  # start the clock once the first frame exists: no late start
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._first_frame(), FIRST_FRAME_TIMEOUT_S)
             t0 = self.clock.now() - self._audio_pos / AUDIO_RATE
             while stop_at is None or self._audio_pos < stop_at:
                 next_audio = self._audio_pos
@@ -176,6 +182,11 @@ class Program:
         finally:
             renderer.cancel()
             await asyncio.gather(renderer, return_exceptions=True)
+
+    async def _first_frame(self) -> None:
+        while self._video_next not in self._frames:
+            self._frame_ready.clear()
+            await self._frame_ready.wait()
 
     def _emit_audio(self) -> None:
         a, b = self._audio_pos, self._audio_pos + AUDIO_FRAME_SAMPLES

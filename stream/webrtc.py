@@ -128,8 +128,9 @@ def _media_sections(sdp: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for section in re.split(r"^(?=m=)", sdp, flags=re.M)[1:]:
         kind = section[2:].split(" ", 1)[0]
-        direction = next((d for d in ("sendrecv", "sendonly", "recvonly", "inactive") if f"a={d}" in section),
-                         "sendrecv")
+        direction = next(
+            (d for d in ("sendrecv", "sendonly", "recvonly", "inactive") if f"a={d}" in section), "sendrecv"
+        )
         out.append((kind, direction))
     return out
 

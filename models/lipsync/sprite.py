@@ -63,11 +63,6 @@ class _Layout:
     pivot: tuple[float, float]  # centre of head roll, in pixel-centre coordinates
     breath_px: float  # how far the body rises at breath 1
 
-    @property
-    def frame_bytes(self) -> int:
-        """Size of a frame's largest intermediate: its float32 RGBA head group."""
-        return 16 * (self.head[2] - self.head[0]) * (self.head[3] - self.head[1])
-
 
 @dataclass(eq=False)
 class SpriteFace:
@@ -95,54 +90,67 @@ class SpriteRenderer:
         self.device = torch.empty(0, device=device).device  # canonical form, e.g. cuda -> cuda:0
 
     def prepare(self, pack_dir: Path, size: tuple[int, int]) -> SpriteFace:
-        """Rasterise the pack at `size` (any size: the square art is scaled to fit the shorter side and
-        its background and body reach out to fill the longer one)."""
-        pack_dir = Path(pack_dir)
+        """Rasterise the pack at `size`. Any size: the square art is scaled to fit the shorter side,
+        and its background and body reach out to fill the longer one."""
         width, height = _check_size(size)
-        spec = _PackSpec.read(pack_dir)
+        spec = _PackSpec.read(Path(pack_dir))
         scale = min(width, height) / spec.canvas
         vx, vy = (spec.canvas - width / scale) / 2, (spec.canvas - height / scale) / 2
+
+        def raster(name: str, pad: int = 0) -> np.ndarray:
+            view = (vx, vy - pad / scale, width / scale, (height + 2 * pad) / scale)
+            return _rasterise(spec.files[name], spec.canvas, view, width, height + 2 * pad)
 
         def to_px(box: tuple[float, ...]) -> Box:
             x0, y0 = math.floor((box[0] - vx) * scale), math.floor((box[1] - vy) * scale)
             x1, y1 = math.ceil((box[2] - vx) * scale), math.ceil((box[3] - vy) * scale)
             return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
-        view = (vx, vy, width / scale, height / scale)
-        layer = {name: _rasterise(path, spec.canvas, view, width, height) for name, path in spec.files.items()}
-        mouth_box, eyes_box = to_px(spec.mouth_box), to_px(spec.eyes_box)
-        for names, box, key in ((MOUTH_NAMES, mouth_box, "mouth_box"), (EYE_STATES, eyes_box, "eyes_box")):
+        head, hair = raster("head"), raster("hair")
+
+        def crops(names: Sequence[str], box: Box, key: str) -> torch.Tensor:
+            """Each drawing over the head and under the hair, cropped to its box: (n, 4 * pixels)."""
+            under, above, out = _crop(head, box), _crop(hair, box), []
             for name in names:
-                _check_inside(layer[name], box, spec.files[name], key)
-        group = _over(layer["hair"], layer["head"])
+                drawing = raster(name)
+                _check_inside(drawing, box, spec.files[name], key)
+                out.append(_over(above, _over(_crop(drawing, box), under)).ravel())
+            return torch.from_numpy(np.stack(out)).to(self.device)
+
+        mouth_box, eyes_box = to_px(spec.mouth_box), to_px(spec.eyes_box)
+        mouths, eyes = crops(MOUTH_NAMES, mouth_box, "mouth_box"), crops(EYE_STATES, eyes_box, "eyes_box")
+        group = _over(hair, head)
         head_box = _union(_bbox(group[3] > 0, 1), mouth_box, eyes_box)
-
-        def crops(names: Sequence[str], box: Box) -> torch.Tensor:
-            under, above = _crop(layer["head"], box), _crop(layer["hair"], box)
-            return torch.stack([torch.from_numpy(_over(above, _over(_crop(layer[n], box), under))).flatten()
-                                for n in names])
-
         breath_px = spec.breath_px * scale
         pad = math.ceil(breath_px) + 1
-        body = _rasterise(spec.files["body"], spec.canvas, (vx, vy - pad / scale, view[2], view[3] + 2 * pad / scale),
-                          width, height + 2 * pad)
+        body = raster("body", pad)  # padded row r shows frame row r - pad
         bx0, by0, bx1, by1 = _bbox(body[3] > 0, 0)
-        body_box = (bx0, max(by0 - 2 * pad, 0), bx1, min(by1, height))  # frame row y sits at padded row y + pad
-        body_rows = body[:, body_box[1] : body_box[3] + 2 * pad, bx0:bx1]
+        body_box = (bx0, max(by0 - 2 * pad, 0), bx1, min(by1, height))
+        body_rows = body[:, body_box[1] : body_box[3] + 2 * pad, bx0:bx1].transpose(1, 0, 2)
+        pivot = ((spec.pivot[0] - vx) * scale - 0.5, (spec.pivot[1] - vy) * scale - 0.5)
         layout = _Layout(
-            size=(width, height), head=head_box, mouth=_relative(mouth_box, head_box),
-            eyes=_relative(eyes_box, head_box), body=body_box, pad=pad,
-            pivot=((spec.pivot[0] - vx) * scale - 0.5, (spec.pivot[1] - vy) * scale - 0.5), breath_px=breath_px,
+            (width, height),
+            head_box,
+            _relative(mouth_box, head_box),
+            _relative(eyes_box, head_box),
+            body_box,
+            pad,
+            pivot,
+            breath_px,
         )
-        background = np.rint(layer["background"][:3].transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
+        background = np.rint(raster("background")[:3].transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
         face = SpriteFace(
-            kind=self.kind, size=(width, height), mouth_box=mouth_box, eyes_box=eyes_box,
-            still=np.zeros((height, width, 3), np.uint8), layout=layout,
+            kind=self.kind,
+            size=(width, height),
+            mouth_box=mouth_box,
+            eyes_box=eyes_box,
+            still=np.zeros((height, width, 3), np.uint8),
+            layout=layout,
             background=torch.from_numpy(background).to(self.device),
             head=torch.from_numpy(np.ascontiguousarray(_crop(group, head_box))).to(self.device),
-            mouths=crops(MOUTH_NAMES, mouth_box).to(self.device),
-            eyes=crops(EYE_STATES, eyes_box).to(self.device),
-            body=torch.from_numpy(np.ascontiguousarray(body_rows.transpose(1, 0, 2))).flatten(1).to(self.device),
+            mouths=mouths,
+            eyes=eyes,
+            body=torch.from_numpy(np.ascontiguousarray(body_rows)).flatten(1).to(self.device),
         )
         face.still = self.render([face], neutral(1))[0]
         return face
@@ -156,7 +164,10 @@ class SpriteRenderer:
         for i, face in enumerate(faces):
             groups.setdefault(face.layout, []).append(i)
         for lay, index in groups.items():
-            step = len(index) if self.device.type != "cpu" else max(1, _CPU_CHUNK_BYTES // lay.frame_bytes)
+            x0, y0, x1, y1 = lay.head
+            step = len(index)
+            if self.device.type == "cpu":  # its largest intermediate: float32 RGBA head groups
+                step = max(1, _CPU_CHUNK_BYTES // (16 * (x1 - x0) * (y1 - y0)))
             for start in range(0, len(index), step):
                 part = index[start : start + step]
                 out[part] = self._render_group([faces[i] for i in part], params[part]).cpu().numpy()
@@ -165,8 +176,9 @@ class SpriteRenderer:
     def _check(self, faces: Sequence[SpriteFace], params: np.ndarray) -> np.ndarray:
         params = np.asarray(params, dtype=np.float32)
         if params.ndim != 2 or params.shape[1] != N_PARAMS or params.shape[0] != len(faces):
-            raise ValueError(f"params must be float32 ({len(faces)}, {N_PARAMS}) for {len(faces)} faces, "
-                             f"got shape {params.shape}")
+            raise ValueError(
+                f"params must be float32 ({len(faces)}, {N_PARAMS}) for {len(faces)} faces, got shape {params.shape}"
+            )
         if not faces:
             raise ValueError("render needs at least one face")
         if not np.isfinite(params).all():
@@ -186,18 +198,18 @@ class SpriteRenderer:
         slot = torch.tensor([slots[id(f)] for f in faces], device=self.device)
 
         def table(name: str) -> torch.Tensor:
-            """One face's tensor, or the batch's distinct faces' stacked, indexed by `slot`."""
+            """The batch's distinct faces' tensors stacked (a view for one face), to index by `slot`."""
             tensors = [getattr(f, name) for f in unique]
             return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
         pose = torch.from_numpy(params).to(self.device)
-        head = table("head")[slot]
+        head = table("head").index_select(0, slot)  # index_select copies slices whole; [slot] is far slower
         _paste(head, lay.mouth, _blend(table("mouths"), slot, _mouth_weights(pose[:, MOUTH])))
         _paste(head, lay.eyes, _blend(table("eyes"), slot, _eye_weights(pose[:, BLINK])))
         reach = _warp_region(lay, params)
-        head = F.grid_sample(head, _warp_grid(lay, reach, pose), mode="bilinear", padding_mode="zeros",
-                             align_corners=False)
-        out = table("background")[slot]
+        grid = _warp_grid(lay, reach, pose)
+        head = F.grid_sample(head, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = table("background").index_select(0, slot)
         _composite(out, reach, head)
         _composite(out, lay.body, _shift_body(table("body"), slot, lay, pose[:, BREATH]))
         return out
@@ -218,8 +230,8 @@ class _PackSpec:
     def read(cls, pack_dir: Path) -> _PackSpec:
         manifest = read_manifest(pack_dir)
         where = pack_dir / "pack.json"
-        if manifest["kind"] != "sprite":
-            raise PackError(f"{where}: kind is {manifest['kind']!r}; the sprite renderer needs a 'sprite' pack")
+        if (kind := manifest["kind"]) != "sprite":
+            raise PackError(f"{where}: kind is {kind!r}; the sprite renderer takes 'sprite' packs")
         layers = manifest.get("layers") if isinstance(manifest.get("layers"), dict) else {}
         eyes, mouths = (layers.get(k) if isinstance(layers.get(k), dict) else {} for k in ("eyes", "mouths"))
         entries = {n: (f"layers.{n}", layers.get(n)) for n in ("background", "body", "head", "hair")}
@@ -249,8 +261,9 @@ class _PackSpec:
             raise PackError(f"{where}: mouth_box and eyes_box overlap; each must hold only its own drawings")
         breath = manifest.get("breath_px")
         if not isinstance(breath, int | float) or not 0 <= breath <= canvas / 16:
-            raise PackError(f"{where}: breath_px must be how far the body rises, 0..{canvas / 16:g} canvas units, "
-                            f"not {breath!r}")
+            raise PackError(
+                f"{where}: breath_px must be how far the body rises, 0..{canvas / 16:g} canvas units, not {breath!r}"
+            )
         return cls(files, canvas, mouth_box, eyes_box, numbers("head_pivot", 2, False), float(breath))
 
 
@@ -267,8 +280,9 @@ def _rasterise(path: Path, canvas: int, view: tuple[float, ...], width: int, hei
         root = ET.fromstring(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ET.ParseError) as exc:
         raise PackError(f"{path} cannot be read as SVG: {exc}") from exc
-    if root.tag != _SVG or root.get("viewBox", "").replace(",", " ").split() != ["0", "0", str(canvas), str(canvas)]:
-        raise PackError(f'{path} must be an <svg> element with viewBox="0 0 {canvas} {canvas}" (the pack canvas)')
+    view_box = root.get("viewBox", "").replace(",", " ").split()
+    if root.tag != _SVG or view_box != ["0", "0", str(canvas), str(canvas)]:
+        raise PackError(f'{path} must be an <svg> element with viewBox="0 0 {canvas} {canvas}" (the canvas)')
     # the image's own size, not resvg's width/height fit, which rounds the other side up
     root.attrib.update(viewBox=" ".join(f"{v:.6f}" for v in view), width=str(width), height=str(height))
     root.attrib.pop("preserveAspectRatio", None)
@@ -291,7 +305,7 @@ def _check_inside(layer: np.ndarray, box: Box, path: Path, key: str) -> None:
     outside = layer[3].copy()
     outside[y0:y1, x0:x1] = 0
     if outside.max() > 2 / 255:
-        raise PackError(f"{path} draws outside {key} {list(box)} (pixels here): enlarge the box or the drawing")
+        raise PackError(f"{path} draws outside {key} {list(box)} (in pixels): enlarge the box or the drawing")
 
 
 def _over(top: np.ndarray, under: np.ndarray) -> np.ndarray:
@@ -307,12 +321,13 @@ def _bbox(mask: np.ndarray, margin: int) -> Box:
     if not len(rows):
         return 0, 0, 0, 0
     h, w = mask.shape
-    return (max(int(cols[0]) - margin, 0), max(int(rows[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w),
-            min(int(rows[-1]) + 1 + margin, h))
+    x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    return max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, w), min(y1 + margin, h)
 
 
 def _union(*boxes: Box) -> Box:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    x0s, y0s, x1s, y1s = zip(*boxes, strict=True)
+    return min(x0s), min(y0s), max(x1s), max(y1s)
 
 
 def _relative(box: Box, origin: Box) -> Box:
@@ -384,10 +399,11 @@ def _shift_body(table: torch.Tensor, slot: torch.Tensor, lay: _Layout, breath: t
     x0, y0, x1, y1 = lay.body
     rise = breath.clamp(-1, 1) * lay.breath_px
     whole = torch.floor(rise)
-    frac = (rise - whole)[:, None, None]
-    rows = torch.arange(y1 - y0, device=breath.device)[None, :] + (whole.long() + lay.pad)[:, None]
-    low, high = table[slot[:, None], rows], table[slot[:, None], rows + 1]  # (B, rows, 4 * width)
-    return torch.lerp(low, high, frac).view(len(slot), y1 - y0, 4, x1 - x0).permute(0, 2, 1, 3)
+    first = whole.long() + lay.pad + slot * table.shape[1]  # each frame's first row in the flat table
+    rows = (first[:, None] + torch.arange(y1 - y0, device=breath.device)).flatten()
+    flat = table.flatten(0, 1)
+    low, high = (flat.index_select(0, r).view(len(slot), y1 - y0, 4, x1 - x0) for r in (rows, rows + 1))
+    return torch.lerp(low, high, (rise - whole)[:, None, None, None]).permute(0, 2, 1, 3)
 
 
 def _composite(frames: torch.Tensor, box: Box, layer: torch.Tensor) -> None:

@@ -121,8 +121,7 @@ def timings_from_alignment(pairs: Iterable[tuple[str, int]], sample_rate: int) -
 def classify(phonemes: Sequence[str]) -> list[Viseme]:
     """Viseme class of each phoneme symbol; stress and length marks borrow from a neighbour."""
     direct: list[Viseme | None] = [
-        None if p in _TAKES_NEXT or p in _TAKES_PREVIOUS else PHONEME_VISEMES.get(p, Viseme.CONS)
-        for p in phonemes
+        None if p in _TAKES_NEXT or p in _TAKES_PREVIOUS else PHONEME_VISEMES.get(p, Viseme.CONS) for p in phonemes
     ]
     out = list(direct)
     for i, p in enumerate(phonemes):

@@ -175,4 +175,3 @@ def build_fields(landmarks: np.ndarray, size: tuple[int, int]) -> FaceFields:
         chin_y=float(pts[CHIN, 1]),
         face_height=face_h,
     )
-

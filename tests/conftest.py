@@ -1,0 +1,146 @@
+"""Fixtures that start real things: the studio's web server, headless Chromium, avatar packs.
+
+Network tests talk to 127.0.0.1 only. `make test` runs the suite inside `unshare -n` (a network
+namespace holding nothing but loopback), so nothing can leave the machine even by mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import pytest
+import skimage.data
+
+from agents.config import StudioConfig, parse_config
+
+T = TypeVar("T")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def studio_config(channels: list[dict[str, Any]], **server: Any) -> StudioConfig:
+    """A config with sane test defaults: loopback, a free port, no greeting."""
+    return parse_config(
+        {
+            "server": {"host": "127.0.0.1", "port": free_port(), **server},
+            "lipsync": {"device": "cpu"},
+            "channels": channels,
+        },
+        "test config",
+    )
+
+
+class ServerThread:
+    """A studio and its web server on their own event loop in a thread, as in production."""
+
+    def __init__(self, cfg: StudioConfig) -> None:
+        self.cfg = cfg
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="studio", daemon=True)
+        self.studio: Any = None
+        self.runner: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.server.port}"
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        from aiohttp import web
+
+        from agents.studio import Studio
+        from agents.web import make_app
+
+        async def up() -> None:
+            self.studio = Studio(self.cfg)
+            await self.studio.start()
+            self.runner = web.AppRunner(make_app(self.studio), access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.cfg.server.port).start()
+
+        self.thread.start()
+        self.call(up(), timeout=120)
+        return self
+
+    def stop(self) -> None:
+        async def down() -> None:
+            if self.runner is not None:
+                await self.runner.cleanup()
+            if self.studio is not None:
+                await self.studio.aclose()
+
+        try:
+            self.call(down(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def face_models() -> Path:
+    """The face-mesh models (fetched by `avatarcast setup`; fetched here if a run skipped it)."""
+    from models.faces import fetch_face_models
+
+    return fetch_face_models(progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_pack(face_models: Path, astronaut_png: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A photo avatar pack made from the astronaut photo that scikit-image ships."""
+    from models.faces import prepare_photo_pack
+
+    out = tmp_path_factory.mktemp("packs") / "astronaut"
+    prepare_photo_pack(astronaut_png, out, progress=lambda _: None)
+    return out
+
+
+@pytest.fixture()
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium driven by chromedriver (selenium), fake mic and camera."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("chromium and chromium-driver are not installed (make test installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="avatarcast-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/lib/chromium/chromium" if os.path.exists("/usr/lib/chromium/chromium") else CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+        "--disable-features=WebRtcHideLocalIpsWithMdns", f"--user-data-dir={profile}",
+    ):  # fmt: skip
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""The Program timeline: audio is the master clock, video is stamped from it, gaps are filled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from stream.clock import AUDIO_FRAME_SAMPLES, AUDIO_RATE, OfflineClock, RealClock, VideoFormat
+from stream.frames import EventKind, ProgramEvent, SpeechSegment
+from stream.program import Program
+
+FMT = VideoFormat(64, 64, 25)
+
+
+class Source:
+    """Frames that carry their index and cue in pixel values; optionally slow or failing."""
+
+    def __init__(self, delay: float = 0.0, fail_from: int | None = None) -> None:
+        self.delay = delay
+        self.fail_from = fail_from
+        self.cues: dict[int, np.ndarray] = {}
+
+    async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_from is not None and first >= self.fail_from:
+            raise RuntimeError("model crashed")
+        out = np.zeros((len(cues), 64, 64, 3), np.uint8)
+        for i, cue in enumerate(cues):
+            self.cues[first + i] = cue
+            out[i, 0, 0, 0] = (first + i) % 256
+            out[i, 0, 0, 1] = round(cue[0] * 200)
+        return out
+
+    def still(self) -> np.ndarray:
+        return np.full((64, 64, 3), 7, np.uint8)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+        self.audio: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []
+        self.times: list[float] = []
+
+    def on_audio(self, pcm: np.ndarray, sample: int) -> None:
+        self.log.append(("a", sample))
+        self.audio.append(pcm)
+
+    def on_video(self, image: np.ndarray, frame: int) -> None:
+        self.log.append(("v", frame))
+        self.images.append(image)
+        self.times.append(time.monotonic())
+
+    async def ready(self) -> None:
+        return None
+
+
+def tone_segment(seconds: float, turn: str = "t1", jaw: float = 0.8) -> SpeechSegment:
+    n = round(seconds * AUDIO_RATE)
+    pcm = (np.sin(np.arange(n) / 10) * 10_000).astype(np.int16)
+    cues = np.zeros((round(seconds * 25), 3), np.float32)
+    cues[:, 0] = jaw
+    return SpeechSegment(pcm, cues, 25.0, turn, text=f"{turn} text")
+
+
+async def test_video_frames_are_stamped_from_the_audio_position() -> None:
+    sink = Sink()
+    program = Program(FMT, Source(), sink, clock=OfflineClock())
+    await program.run(until=1.0)
+    assert [s for k, s in sink.log if k == "a"] == list(range(0, AUDIO_RATE, AUDIO_FRAME_SAMPLES))
+    assert [n for k, n in sink.log if k == "v"] == list(range(25))
+    for i, (kind, value) in enumerate(sink.log):  # frame n goes out with the audio frame starting at n * 1920
+        if kind == "v":
+            audio_before = [s for k, s in sink.log[:i] if k == "a"]
+            assert audio_before[-1] == FMT.frame_start(value)
+    assert [int(im[0, 0, 0]) for im in sink.images] == list(range(25))
+
+
+async def test_speech_fills_the_timeline_and_idle_fills_the_gaps() -> None:
+    sink, source = Sink(), Source()
+    program = Program(FMT, source, sink, clock=OfflineClock())
+    events: list[ProgramEvent] = []
+    program.add_listener(events.append)
+    start = program.enqueue(tone_segment(0.4, "t1"))
+    second = program.enqueue(tone_segment(0.2, "t2", jaw=0.3))
+    assert start == FMT.frame_start(program._render_next) / AUDIO_RATE
+    assert second == pytest.approx(start + 0.4)
+    await program.run(until=1.2)
+    audio = np.concatenate(sink.audio)
+    s0 = round(start * AUDIO_RATE)
+    assert not audio[:s0].any(), "silence before the speech"
+    assert np.array_equal(audio[s0 : s0 + 19200], tone_segment(0.4).pcm), "speech played sample-exact"
+    assert not audio[s0 + 28800 :].any(), "silence after it"
+    # frames during speech got the speech cues, the others the idle (zero) cue
+    f0 = FMT.frame_at(s0)
+    assert all(source.cues[n][0] == pytest.approx(0.8) for n in range(f0, f0 + 10))
+    assert all(source.cues[n][0] == pytest.approx(0.3) for n in range(f0 + 10, f0 + 15))
+    assert all(not source.cues[n].any() for n in range(f0 + 15, 30))
+    kinds = [(e.kind, e.turn_id) for e in events]
+    assert kinds == [
+        (EventKind.SEGMENT_STARTED, "t1"),
+        (EventKind.SEGMENT_FINISHED, "t1"),
+        (EventKind.SEGMENT_STARTED, "t2"),
+        (EventKind.SEGMENT_FINISHED, "t2"),
+    ]
+    assert events[1].played == pytest.approx(0.4) and events[0].text == "t1 text"
+    assert not program.speaking
+
+
+async def test_a_slow_renderer_never_stops_the_picture() -> None:
+    """Rendering takes 3 frame times per 2 frames: frames repeat, but 25 go out every second."""
+    sink, source = Sink(), Source(delay=0.12)
+    program = Program(FMT, source, sink, clock=RealClock())
+    await asyncio.wait_for(program.run(until=2.0), 10)
+    intervals = np.diff(sink.times)
+    assert len(sink.images) == 50
+    assert intervals.max() < 0.1, "the picture never pauses for the renderer"
+    assert program.stats["late_frames"] > 0
+
+
+async def test_a_failing_renderer_repeats_the_last_frame_and_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
+    sink, source = Sink(), Source(fail_from=10)
+    program = Program(FMT, source, sink, clock=RealClock(), name="broken")
+    await asyncio.wait_for(program.run(until=1.0), 10)
+    assert len(sink.images) == 25
+    assert program.stats["render_errors"] > 0
+    last_good = max(int(im[0, 0, 0]) for im in sink.images)
+    assert all(int(im[0, 0, 0]) == last_good for im in sink.images[12:]), "the last good frame is repeated"
+    assert "rendering frames" in caplog.text and "model crashed" in caplog.text
+
+
+async def test_cues_of_the_wrong_width_are_refused() -> None:
+    program = Program(FMT, Source(), Sink(), clock=OfflineClock())
+    bad = SpeechSegment(np.zeros(960, np.int16), np.zeros((1, 5), np.float32), 25.0, "t")
+    with pytest.raises(ValueError, match="5 columns"):
+        program.enqueue(bad)
