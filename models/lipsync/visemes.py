@@ -71,9 +71,11 @@ LOUDNESS_WEIGHT = 0.6
 """How much the jaw follows loudness (0: phonemes alone). Louder syllables open wider, as they
 do in real speech; it also makes the mouth track the voice's rhythm, not just its phonemes."""
 ANTICIPATION_S = 0.05
-"""Time constant of the pull toward an upcoming sound."""
+"""Time constant of a vowel's pull before it sounds (consonants reach half as far: a /m/ must
+close the lips at its own time without dragging the vowels around it shut)."""
 CARRYOVER_S = 0.035
-"""Time constant of the hold on a sound that has ended."""
+"""Time constant of the hold on a vowel that has ended."""
+_CONSONANT_REACH = 0.5
 
 _CLASSES_BY_SYMBOLS: dict[Viseme, str] = {
     Viseme.REST: " _^$.,!?;:-\"'()…—",
@@ -90,6 +92,7 @@ _CLASSES_BY_SYMBOLS: dict[Viseme, str] = {
 }
 PHONEME_VISEMES: dict[str, Viseme] = {s: v for v, syms in _CLASSES_BY_SYMBOLS.items() for s in syms}
 
+_VOWELS = {Viseme.EE, Viseme.AA, Viseme.EH, Viseme.OH, Viseme.OO, Viseme.REST}
 _TAKES_NEXT = "ˈˌ"  # stress marks come before the vowel they stress
 _TAKES_PREVIOUS = "ːˑ˞ʰʲˤ̧̪̩̯̃"  # length marks and diacritics modify what came before
 
@@ -171,7 +174,8 @@ def viseme_track(
     t = (np.arange(n) + 0.5) / fps
     before = np.clip(starts[None, :] - t[:, None], 0.0, None)  # (T, P): time until the phoneme starts
     after = np.clip(t[:, None] - ends[None, :], 0.0, None)  # time since it ended
-    weight = np.exp(-before / ANTICIPATION_S - after / CARRYOVER_S)  # 1 inside the phoneme
+    reach = np.where([c in _VOWELS for c in classes], 1.0, _CONSONANT_REACH)[None, :]
+    weight = np.exp(-before / (ANTICIPATION_S * reach) - after / (CARRYOVER_S * reach))  # 1 inside the phoneme
     dom = weight[:, :, None] * alpha[None, :, :]  # (T, P, 3)
     # the tiny constant is a silent REST far from any phoneme (its target is all zeros)
     track = (dom * targets[None]).sum(1) / (dom.sum(1) + 1e-9)
