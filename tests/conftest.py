@@ -12,7 +12,8 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +44,14 @@ def studio_config(channels: list[dict[str, Any]], **server: Any) -> StudioConfig
         },
         "test config",
     )
+
+
+async def eventually(predicate: Callable[[], bool], limit_s: float, what: str) -> None:
+    """Wait for a condition another task or thread brings about (checked every 50 ms)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {limit_s} s waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 class ServerThread:

@@ -73,3 +73,20 @@ def test_page_shows_why_a_message_was_refused(server: ServerThread, chromium) ->
     driver.execute_script("document.getElementById('chat-text').value = 'y'.repeat(400)")
     driver.find_element(By.ID, "chat-send").click()
     wait.until(lambda d: "at most 300" in d.find_element(By.ID, "chat-error").text)
+
+
+def test_mic_button_sends_the_viewers_voice(server: ServerThread, chromium) -> None:  # type: ignore[no-untyped-def]
+    """The mic joins the running call (no renegotiation); the channel receives its audio."""
+    driver = chromium
+    driver.get(f"{server.url}/c/nova")
+    wait = WebDriverWait(driver, 30, poll_frequency=0.2)
+    wait.until(lambda d: state(d).get("connection") == "connected")
+    viewers = server.studio.channels["nova"].webrtc.viewers
+    viewer = viewers[state(driver)["viewer"]]
+    assert viewer.mic_frames == 0, "no mic audio before the button is pressed"
+    mic = driver.find_element(By.ID, "mic")
+    mic.click()
+    wait.until(lambda d: d.find_element(By.ID, "mic").get_attribute("aria-pressed") == "true")
+    wait.until(lambda d: viewer.mic_frames > 50)  # 20 ms frames from Chromium's fake microphone
+    mic.click()
+    wait.until(lambda d: d.find_element(By.ID, "mic").get_attribute("aria-pressed") == "false")

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import ServerThread, studio_config
+from tests.conftest import ServerThread, eventually, studio_config
 from tests.viewer_client import AiortcViewer
 
 FPS = 25
@@ -101,3 +101,23 @@ async def test_three_viewers_share_one_encoder(server: ServerThread) -> None:
     finally:
         for v in viewers:
             await v.close()
+    await eventually(lambda: not channel.webrtc.viewers, 15, "the server to drop the closed viewers")
+    assert channel.encoder.video.subscribers == 0 and channel.encoder.opus.subscribers == 0
+
+
+async def test_a_viewers_picture_loss_request_reaches_the_shared_encoder(server: ServerThread) -> None:
+    channel = server.studio.channels["nova"]
+    viewer = AiortcViewer(server.url, "nova")
+    try:
+        await viewer.connect()
+        await viewer.until(lambda g: len(g.video_pts) >= 10, 10, "the first frames")
+        receiver = next(t.receiver for t in viewer.pc.getTransceivers() if t.kind == "video")
+        ssrc = receiver.getSynchronizationSources()[0].source  # the SSRC the channel sends video from
+        plis_before = channel.encoder.keyframe_requests["pli"]
+        idr_before = channel.encoder.stats["idr"]
+        await receiver._send_rtcp_pli(ssrc)  # what a decoder does when it lost the picture
+        await viewer.until(lambda g: channel.encoder.stats["idr"] > idr_before, 5, "a fresh IDR")
+        assert channel.webrtc.viewers[viewer.viewer_id].plis == 1
+    finally:
+        await viewer.close()
+    assert channel.encoder.keyframe_requests["pli"] == plis_before + 1
