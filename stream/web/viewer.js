@@ -129,7 +129,7 @@ async function toggleMic() {
     $("chat-error").textContent = "Microphone unavailable: " + (err.message || err);
   }
   button.setAttribute("aria-pressed", String(state.mic));
-  button.textContent = state.mic ? "🎤 Mic on" : "🎤 Mic off";
+  button.textContent = state.mic ? "Mic on" : "Mic off";
 }
 
 // ---------------------------------------------------------------- chat
