@@ -39,3 +39,51 @@ class TTS(Protocol):
         Closing the iterator early stops the synthesis after the sentence in progress.
         """
         ...
+
+
+# ---------------------------------------------------------------------- LLM
+class LLMError(RuntimeError):
+    """A generation failed. `recoverable`: the engine is fine and another request may succeed;
+    otherwise the engine is gone (dead process, unreachable server) until restarted."""
+
+    def __init__(self, message: str, *, recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.recoverable = recoverable
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_tokens: int = 96
+    temperature: float = 0.3
+    top_p: float = 0.9
+    stop: tuple[str, ...] = ()
+
+
+class LLM(Protocol):
+    """One engine shared by every channel (continuous batching across channels)."""
+
+    def generate(
+        self, messages: list[dict[str, str]], params: GenerationParams, request_id: str, priority: int = 0
+    ) -> AsyncIterator[str]:
+        """Text deltas of the assistant's reply to the chat `messages` ({"role", "content"}).
+
+        `request_id` is unique per request (never reused, not even on retry). Cancelling the
+        consuming task or calling aclose() on the iterator aborts the request in the engine.
+        Raises LLMError.
+        """
+        ...
+
+
+# ---------------------------------------------------------------------- ASR
+@dataclass(frozen=True, slots=True)
+class ASREvent:
+    """What a listening session reports, in order, for one viewer's microphone.
+
+    kind: "speech_start" (voice detected, `at` = its start), "partial" (text so far, while the
+    viewer still speaks), "final" (the utterance's text, after the end of speech), "speech_end".
+    `at` is seconds on the session's own audio clock (samples pushed so far / rate).
+    """
+
+    kind: str
+    at: float
+    text: str = ""
