@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.secrets import HOW_TO, SecretRef
 from models.avatars import PackError, resolve_pack
@@ -102,6 +102,31 @@ class VideoConfig(_Model):
         return fps
 
 
+class PersonaConfig(_Model):
+    name: str = "Nova"
+    system_prompt: str = "You are {name}, a friendly host on a live stream. You talk to viewers."
+    style: str = "Warm and upbeat. Short, plain spoken sentences, no lists or emoji."
+    max_answer_words: int = Field(40, ge=5, le=300)
+    knowledge: str | None = None
+    """A facts file (one fact per line, # comments): products, prices, schedule. Only the facts
+    that match a question go into its prompt, and spoken numbers are checked against them."""
+    answers: str | None = None
+    """A YAML list of frequent questions and their answers ({q: ..., a: ...}): said without the LLM."""
+    memory_tokens: int = Field(600, ge=0, le=8000)
+
+
+class ConversationConfig(_Model):
+    chat: Literal["ask", "say"] = "ask"
+    """What the page's chat box does by default: ask (the avatar answers) or say (it speaks the text)."""
+    interrupt_after_ms: int = Field(300, ge=100, le=3000)
+    """Viewer speech over the avatar for this long stops the answer (barge-in); shorter noise does not."""
+    first_token_timeout_s: float = Field(3.0, ge=0.2, le=30)
+    """No first LLM token by then: say the cached or canned answer instead."""
+    canned_answer: str = "That's a great question! Give me a moment to think about it."
+    filler_line: str = "Hmm, one moment please."
+    didnt_hear_line: str = "Sorry, could you say that again?"
+
+
 class ChannelConfig(_Model):
     name: str
     """Used in URLs (/c/<name>): lower-case letters, digits, - and _."""
@@ -109,6 +134,8 @@ class ChannelConfig(_Model):
     avatar: AvatarConfig = AvatarConfig()
     voice: VoiceConfig = VoiceConfig()
     video: VideoConfig = VideoConfig()
+    persona: PersonaConfig = PersonaConfig()
+    conversation: ConversationConfig = ConversationConfig()
     greeting: str | None = Field(None, max_length=500)
     """Said once when the channel goes on air."""
     max_chat_chars: int = Field(300, ge=10, le=2000)
@@ -125,6 +152,33 @@ class ChannelConfig(_Model):
         return self.title or self.name
 
 
+class LLMConfig(_Model):
+    backend: Literal["vllm", "openai", "none"] = "vllm"
+    """vllm: one in-process engine shared by every channel; openai: a remote vLLM (OpenAI API) server."""
+    model: str = "builtin:smollm2"
+    """vllm: builtin:smollm2 or a Hugging Face model folder; openai: the served model name."""
+    base_url: str | None = None
+    """openai: the server, e.g. http://10.0.0.5:8000"""
+    api_key: SecretRef | None = None
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    max_model_len: int = Field(2048, ge=256, le=131072)
+    kv_cache_gib: float = Field(2.0, gt=0, le=512)
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> LLMConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs base_url; fix: base_url: http://HOST:PORT")
+        return self
+
+
+class ASRConfig(_Model):
+    model: str = "builtin:tiny.en"
+    """builtin:tiny.en (English), builtin:base (multilingual) or a CTranslate2 Whisper folder."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    language: str | None = None
+    """None: English for tiny.en, detected for multilingual models; or a code like "de"."""
+
+
 class LipSyncConfig(_Model):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(32, ge=1, le=256)
@@ -133,6 +187,8 @@ class LipSyncConfig(_Model):
 class StudioConfig(_Model):
     server: ServerConfig = ServerConfig()
     lipsync: LipSyncConfig = LipSyncConfig()
+    llm: LLMConfig = LLMConfig()
+    asr: ASRConfig = ASRConfig()
     channels: list[ChannelConfig]
 
     @field_validator("channels")
@@ -208,38 +264,52 @@ def format_errors(source: str, exc: ValidationError) -> str:
 
 
 def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
-    """Make pack and voice paths absolute (relative to the config file) and check they exist."""
+    """Make file paths absolute (relative to the config file) and check they exist."""
     problems: list[str] = []
     channels = []
+
+    def absolute(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
     for i, ch in enumerate(cfg.channels):
-        pack = ch.avatar.pack
-        if not pack.startswith("builtin:"):
-            pack = str((base / pack).resolve()) if not Path(pack).expanduser().is_absolute() else pack
+        pack = ch.avatar.pack if ch.avatar.pack.startswith("builtin:") else absolute(ch.avatar.pack)
         try:
             resolve_pack(pack)
         except PackError as exc:
             problems.append(f"  channels[{i}].avatar.pack: {ch.avatar.pack!r} — {exc}")
-        model = ch.voice.model
-        if model != "builtin:joe":
-            model = str((base / model).resolve()) if not Path(model).expanduser().is_absolute() else model
-            if not Path(model).is_file():
-                problems.append(
-                    f"  channels[{i}].voice.model: {ch.voice.model!r} — no such file; "
-                    "fix: the path of a Piper .onnx voice, or builtin:joe"
-                )
-            elif not Path(model + ".json").is_file():
-                problems.append(
-                    f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
-                    "is missing; fix: put the voice's .onnx.json beside it"
-                )
+        model = ch.voice.model if ch.voice.model == "builtin:joe" else absolute(ch.voice.model)
+        if model != "builtin:joe" and not Path(model).is_file():
+            problems.append(
+                f"  channels[{i}].voice.model: {ch.voice.model!r} — no such file; "
+                "fix: the path of a Piper .onnx voice, or builtin:joe"
+            )
+        elif model != "builtin:joe" and not Path(model + ".json").is_file():
+            problems.append(
+                f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
+                "is missing; fix: put the voice's .onnx.json beside it"
+            )
+        persona: dict[str, str] = {}
+        for key in ("knowledge", "answers"):
+            value = getattr(ch.persona, key)
+            if value is not None:
+                persona[key] = absolute(value)
+                if not Path(persona[key]).is_file():
+                    problems.append(f"  channels[{i}].persona.{key}: {value!r} — no such file; fix: the path of a file")
         channels.append(
             ch.model_copy(
                 update={
                     "avatar": ch.avatar.model_copy(update={"pack": pack}),
                     "voice": ch.voice.model_copy(update={"model": model}),
+                    "persona": ch.persona.model_copy(update=persona),
                 }
             )
         )
+    if cfg.llm.api_key is not None:
+        try:
+            cfg.llm.api_key.reveal()
+        except LookupError as exc:
+            problems.append(f"  llm.api_key: {cfg.llm.api_key} — {exc}")
     for i, ice in enumerate(cfg.server.ice_servers):
         if ice.credential is not None:
             try:

@@ -6,40 +6,17 @@ on air while later sentences are still being synthesised.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from math import gcd
 
 import numpy as np
 from scipy.signal import resample_poly
 
+from agents.sentences import split_sentences
 from models.lipsync.visemes import viseme_track
 from models.protocols import TTS
 from stream.clock import AUDIO_RATE
 from stream.frames import SpeechSegment
-
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx"}
-_SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*|[。！？]+)(\s+|$)")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`, keeping abbreviations ("Dr. Smith") and decimals ("3.50") whole."""
-    out: list[str] = []
-    start = 0
-    for m in _SENTENCE_END.finditer(text):
-        end = m.end(1)
-        words = text[start:end].split()
-        last = words[-1].rstrip(".").lower() if words else ""
-        if m.group(1) == "." and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
-            continue
-        piece = text[start:end].strip()
-        if piece:
-            out.append(piece)
-        start = m.end()
-    rest = text[start:].strip()
-    if rest:
-        out.append(rest)
-    return out
 
 
 def to_program_rate(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -5,7 +5,8 @@ Routes
   GET  /c/{channel}          the viewer page (video + audio, chat box, mic button, captions)
   GET  /c/{channel}/info     what the page needs (size, title; nothing secret)
   POST /c/{channel}/offer    {"sdp", "type": "offer"} -> {"sdp", "type": "answer", "viewer"}
-  POST /c/{channel}/chat     {"text"} -> 202 {"turn"}: the avatar says it
+  POST /c/{channel}/chat     {"text", "mode": "ask"|"say"} -> 202 {"turn"}: the avatar answers or says it
+  POST /c/{channel}/interrupt  stop what the avatar is saying
   GET  /c/{channel}/events   server-sent events: captions and speaking state
 Bad input gets a 4xx with {"error": "..."} that says what to change; it never touches another
 channel.
@@ -116,11 +117,20 @@ async def chat(request: web.Request) -> web.Response:
     except ValueError as exc:
         log.info("channel %s: chat message refused: %s", channel.name, exc)
         return _error(400, str(exc))
+    mode = body.get("mode", channel.cfg.conversation.chat)
+    if mode not in ("ask", "say"):
+        return _error(400, "'mode' must be 'ask' (the avatar answers) or 'say' (it speaks the text)")
     try:
-        turn = await channel.say(text)
+        turn = channel.start_turn("answer" if mode == "ask" else "say", text)
     except ChannelBusy as exc:
         return _error(429, str(exc))
-    return web.json_response({"turn": turn}, status=202)
+    return web.json_response({"turn": turn.turn_id, "mode": mode}, status=202)
+
+
+async def interrupt(request: web.Request) -> web.Response:
+    """The page's stop button: the avatar stops talking at once."""
+    channel = _channel(request)
+    return web.json_response({"stopped": channel.interrupt("stopped from the page")})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -160,4 +170,5 @@ def make_app(studio: Studio) -> web.Application:
     app.router.add_post("/c/{channel}/offer", offer)
     app.router.add_post("/c/{channel}/chat", chat)
     app.router.add_get("/c/{channel}/events", events)
+    app.router.add_post("/c/{channel}/interrupt", interrupt)
     return app

@@ -12,7 +12,7 @@ from enum import Enum
 import numpy as np
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SpeechSegment:
     """One piece of speech to put on the timeline: audio plus what the face does meanwhile.
 
@@ -50,3 +50,5 @@ class ProgramEvent:
     text: str
     at: float  # seconds on the channel's timeline (audio position)
     played: float = 0.0  # seconds of the segment that went out (SEGMENT_FINISHED)
+    duration: float = 0.0  # seconds the segment was meant to last
+    interrupted: bool = False  # cut short by Program.cut

@@ -61,12 +61,13 @@ class ProgramSink(Protocol):
         ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Slot:
     segment: SpeechSegment
     start: int  # audio sample on the timeline
     end: int
     started: bool = False
+    cut: bool = False
 
 
 class Program:
@@ -101,6 +102,7 @@ class Program:
         self._frame_ready = asyncio.Event()
         self._need_frames = asyncio.Event()
         self._segment_ids = 0
+        self._epoch = 0  # bumped when rendered-ahead frames become wrong (a cut)
 
     # ------------------------------------------------------------------ timeline
     @property
@@ -132,6 +134,39 @@ class Program:
         self._slots.append(_Slot(segment, start, start + len(segment.pcm)))
         self.stats["segments"] += 1
         return start / AUDIO_RATE
+
+    def cut(self, turn_id: str) -> float:
+        """Stop `turn_id` now: its audio ends at the current 20 ms frame boundary, its queued
+        segments are dropped, and frames rendered ahead with its mouth are rendered again idle,
+        so the face is back to rest within a frame or two. Returns the seconds of it that aired.
+        """
+        played = 0.0
+        for slot in list(self._slots):
+            if slot.segment.turn_id != turn_id:
+                continue
+            slot.cut = True
+            if slot.started:
+                slot.end = min(slot.end, self._audio_pos)
+                played += (slot.end - slot.start) / AUDIO_RATE
+            else:  # never aired: report it finished with nothing played, so every segment is accounted for
+                self._slots.remove(slot)
+                slot.end = slot.start
+                self._publish(EventKind.SEGMENT_FINISHED, slot, self._audio_pos)
+        self._frames = {k: v for k, v in self._frames.items() if k < self._video_next}
+        self._render_next = self._video_next
+        # speech of later turns moves up into the gap instead of waiting for it
+        end = max(self.fmt.frame_start(self._render_next), self._audio_pos)
+        for slot in self._slots:
+            if slot.started:
+                end = max(end, slot.end)
+                continue
+            length = slot.end - slot.start
+            slot.start, slot.end = end, end + length
+            end = slot.end
+        self._epoch += 1
+        self._need_frames.set()
+        self.stats["cuts"] += 1
+        return played
 
     def _cues_for(self, first: int, n: int) -> np.ndarray:
         """Cue rows of frames first..first+n-1: each frame takes the cue at its mid-time."""
@@ -240,6 +275,7 @@ class Program:
             n = min(self.render_chunk, target - first)
             cues = self._cues_for(first, n)
             self._render_next = first + n
+            epoch = self._epoch
             try:
                 frames = await self.source.render(first, cues)
             except asyncio.CancelledError:
@@ -248,6 +284,8 @@ class Program:
                 if not self.clock.realtime:
                     raise  # an offline render must not silently repeat frames
                 self._render_failed(first, n, exc)  # the frames stay missing: the last picture repeats
+                continue
+            if epoch != self._epoch:  # the timeline changed (a cut) while these were rendering
                 continue
             for i in range(n):
                 if first + i >= self._video_next:
@@ -271,7 +309,10 @@ class Program:
     def _publish(self, kind: EventKind, slot: _Slot, sample: int) -> None:
         seg = slot.segment
         played = (slot.end - slot.start) / AUDIO_RATE if kind is EventKind.SEGMENT_FINISHED else 0.0
-        event = ProgramEvent(kind, seg.turn_id, seg.segment_id, seg.text, sample / AUDIO_RATE, played)
+        duration = len(seg.pcm) / AUDIO_RATE
+        event = ProgramEvent(
+            kind, seg.turn_id, seg.segment_id, seg.text, sample / AUDIO_RATE, played, duration, slot.cut
+        )
         for listener in self._listeners:
             try:
                 listener(event)

@@ -144,12 +144,14 @@ class WebRTCEndpoint:
         *,
         ice_servers: Sequence[RTCIceServer] = (),
         on_mic: Callable[[str, av.AudioFrame], None] | None = None,
+        on_leave: Callable[[str], None] | None = None,
         max_viewers: int = 200,
         name: str = "",
     ) -> None:
         self.encoder = encoder
         self.ice_servers = list(ice_servers)
         self.on_mic = on_mic
+        self.on_leave = on_leave
         self.max_viewers = max_viewers
         self.name = name
         self.viewers: dict[str, Viewer] = {}
@@ -244,6 +246,8 @@ class WebRTCEndpoint:
             if task is not current:
                 task.cancel()
         await viewer.pc.close()
+        if self.on_leave is not None:
+            self.on_leave(viewer.id)
         log.info("channel %s: viewer %s left (%d viewers)", self.name, viewer.id, len(self.viewers))
 
     async def aclose(self) -> None:

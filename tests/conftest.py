@@ -34,12 +34,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def studio_config(channels: list[dict[str, Any]], **server: Any) -> StudioConfig:
-    """A config with sane test defaults: loopback, a free port, no greeting."""
+def studio_config(channels: list[dict[str, Any]], llm: dict[str, Any] | None = None, **server: Any) -> StudioConfig:
+    """A config with test defaults: loopback, a free port, no greeting, no LLM unless asked for,
+    and a chat box that says what it is given unless a channel says otherwise."""
+    channels = [{"conversation": {"chat": "say"}, **ch} for ch in channels]
     return parse_config(
         {
             "server": {"host": "127.0.0.1", "port": free_port(), **server},
             "lipsync": {"device": "cpu"},
+            "llm": llm or {"backend": "none"},
             "channels": channels,
         },
         "test config",

@@ -11,17 +11,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agents.cli import main
+from models.defaults import PROJECT_ROOT
 from tests.conftest import free_port
 
 AVATARCAST = [sys.executable, "-m", "agents.cli"]
 
 
-def test_demo_prints_its_url_and_serves_the_channel() -> None:
+def test_demo_config_goes_on_air_and_prints_its_url(tmp_path: Path) -> None:
+    """configs/demo.yaml as `avatarcast demo` serves it (here without loading the LLM)."""
+    cfg = yaml.safe_load((PROJECT_ROOT / "configs" / "demo.yaml").read_text())
+    cfg["llm"] = {"backend": "none"}
+    (tmp_path / "knowledge").symlink_to(PROJECT_ROOT / "configs" / "knowledge")
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(cfg))
     port = free_port()
     proc = subprocess.Popen(
-        [*AVATARCAST, "demo", "--port", str(port)],
+        [*AVATARCAST, "serve", "-c", str(tmp_path / "demo.yaml"), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

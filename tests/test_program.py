@@ -138,3 +138,37 @@ async def test_cues_of_the_wrong_width_are_refused() -> None:
     bad = SpeechSegment(np.zeros(960, np.int16), np.zeros((1, 5), np.float32), 25.0, "t")
     with pytest.raises(ValueError, match="5 columns"):
         program.enqueue(bad)
+
+
+async def test_cut_stops_a_turn_at_a_frame_boundary_and_the_face_goes_idle() -> None:
+    sink, source = Sink(), Source()
+    program = Program(FMT, source, sink, clock=OfflineClock())
+    events: list[ProgramEvent] = []
+    program.add_listener(events.append)
+    start = program.enqueue(tone_segment(1.0, "long"))
+    program.enqueue(tone_segment(1.0, "long"))  # a second sentence of the same turn, not started yet
+    later = tone_segment(0.2, "next", jaw=0.3)
+    program.enqueue(later)
+    await program.run(until=start + 0.5)
+    cut_at = program.position
+    played = program.cut("long")
+    assert played == pytest.approx(cut_at - start)
+    await program.run(until=cut_at + 0.6)
+    audio = np.concatenate(sink.audio)
+    s0, s_cut = round(start * AUDIO_RATE), round(cut_at * AUDIO_RATE)
+    assert s_cut % AUDIO_FRAME_SAMPLES == 0, "cut on a 20 ms frame boundary"
+    assert np.array_equal(audio[s0:s_cut], tone_segment(1.0).pcm[: s_cut - s0])
+    # the next turn moves up into the gap: it starts right after the cut, not after 2 s
+    finished = [e for e in events if e.kind is EventKind.SEGMENT_FINISHED]
+    # the sentence that never aired is reported too (0 s played): every segment is accounted for
+    assert [(e.turn_id, e.interrupted, e.played > 0) for e in finished] == [
+        ("long", True, False),
+        ("long", True, True),
+        ("next", False, True),
+    ]
+    assert finished[1].played == pytest.approx(played) and finished[1].duration == pytest.approx(1.0)
+    started_next = next(e for e in events if e.kind is EventKind.SEGMENT_STARTED and e.turn_id == "next")
+    assert started_next.at - cut_at < 0.2
+    # frames after the cut were rendered again: the speaking cue (0.8) is gone from the next frame on
+    first_after = FMT.frame_at(s_cut) + 1
+    assert int(sink.images[first_after][0, 0, 1]) != round(0.8 * 200)

@@ -1,0 +1,98 @@
+"""Viewers' microphones -> speech detection and transcription -> questions, and barge-in.
+
+Each viewer who turns the mic on gets a listening session on the shared ASR. Speech starts
+only after `interrupt_after_ms` of voice, so a cough or a click never counts; speech over the
+avatar then stops its answer at once (barge-in), and the final transcript becomes a question.
+An empty or failed transcript gets the pre-rendered "sorry, could you say that again?".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import av
+
+from models.protocols import ASREvent
+
+if TYPE_CHECKING:
+    from agents.channel import Channel
+
+log = logging.getLogger(__name__)
+
+MAX_LISTENING_VIEWERS = 50
+"""Mics transcribed at once per channel; more are ignored (logged) to keep ASR within budget."""
+
+
+class Listener:
+    def __init__(self, channel: Channel, asr: Any) -> None:
+        self.channel = channel
+        self.asr = asr
+        self._sessions: dict[str, Any] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def push(self, viewer_id: str, frame: av.AudioFrame) -> None:
+        session = self._sessions.get(viewer_id)
+        if session is None:
+            if len(self._sessions) >= MAX_LISTENING_VIEWERS:
+                return
+            from models.asr_whisper import ListenOptions, ListenSession
+
+            min_speech = self.channel.cfg.conversation.interrupt_after_ms
+            session = ListenSession(self.asr, ListenOptions(min_speech_ms=min_speech))
+            self._sessions[viewer_id] = session
+            self._tasks[viewer_id] = asyncio.create_task(self._consume(viewer_id, session))
+        session.push(frame)
+
+    def forget(self, viewer_id: str) -> None:
+        session = self._sessions.pop(viewer_id, None)
+        task = self._tasks.pop(viewer_id, None)
+        if task is not None:
+            task.cancel()
+        if session is not None:
+            asyncio.get_running_loop().create_task(session.aclose())
+
+    async def _consume(self, viewer_id: str, session: Any) -> None:
+        ch = self.channel
+        speech_end = 0.0
+        async for event in session.events():
+            event: ASREvent
+            if event.kind == "speech_start":
+                ch.events.publish({"type": "listening", "viewer": viewer_id})
+                if ch.turns and any(t.stages.get("started") for t in ch.turns.values()):
+                    ch.interrupt(f"viewer {viewer_id} spoke over the avatar")
+            elif event.kind == "partial":
+                ch.events.publish({"type": "partial", "viewer": viewer_id, "text": event.text})
+            elif event.kind == "speech_end":
+                speech_end = time.monotonic()
+            elif event.kind == "final":
+                self._question(viewer_id, event.text, speech_end)
+
+    def _question(self, viewer_id: str, text: str, speech_end: float) -> None:
+        ch = self.channel
+        text = text.strip()
+        ch.events.publish({"type": "transcript", "viewer": viewer_id, "text": text})
+        try:
+            turn = ch.start_turn("answer", text, source="voice") if text else None
+            if turn is None:
+                log.info("channel %s: nothing understood from viewer %s; asking again", ch.name, viewer_id)
+                ch.start_turn("line", "didnt_hear", source="voice")
+                return
+        except Exception as exc:  # a full queue: the viewer will hear nothing, say so in the log
+            log.warning("channel %s: voice question from %s dropped: %s", ch.name, viewer_id, exc)
+            return
+        if speech_end:
+            turn.stages["vad_end"] = speech_end
+        turn.mark("asr_final")
+
+    async def aclose(self) -> None:
+        for viewer_id in list(self._sessions):
+            task = self._tasks.pop(viewer_id, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._sessions.pop(viewer_id).aclose()

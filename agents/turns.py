@@ -1,0 +1,80 @@
+"""A speech turn: one answer (or line) the avatar speaks, with a handle to stop it.
+
+Every segment the turn puts on the Program carries its turn id, so stopping a turn is exact:
+the Program cuts that id's audio at a frame boundary, and what the viewers actually heard is
+counted from the Program's own "finished" events (played seconds), not from the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class TurnHandle:
+    turn_id: str
+    kind: str  # "answer" (the LLM answers `text`) or "say" (speak `text` verbatim)
+    text: str
+    source: str = "chat"  # "chat", "voice", "system"
+    priority: int = 0
+    task: asyncio.Task[Any] | None = None
+    interrupted: bool = False
+    interrupt_reason: str = ""
+    spoken: list[str] = field(default_factory=list)
+    """Text of every segment put on air, in order (the plan)."""
+    heard: list[str] = field(default_factory=list)
+    """Text the viewers heard: whole segments, and the part of a cut one that aired."""
+    degraded: list[str] = field(default_factory=list)
+    """Why the turn fell back to something simpler (timeout, TTS failure ...), for logs and stats."""
+    stages: dict[str, float] = field(default_factory=dict)
+    """monotonic times of the pipeline stages (llm_first_token, first_clause, ...), for latency."""
+    segments_pending: int = 0
+    enqueued_all: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def mark(self, stage: str) -> None:
+        self.stages.setdefault(stage, time.monotonic())
+
+    def interrupt(self, reason: str) -> None:
+        """Stop the turn: its producing task is cancelled (which aborts its LLM request).
+
+        The channel cuts its audio; this only stops more from being made.
+        """
+        if self.interrupted or self.finished.is_set():
+            return
+        self.interrupted, self.interrupt_reason = True, reason
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def heard_text(self) -> str:
+        return " ".join(t for t in self.heard if t)
+
+    def on_segment_finished(self, text: str, played: float, duration: float, interrupted: bool) -> None:
+        self.segments_pending -= 1
+        if not interrupted:
+            self.heard.append(text)
+        elif duration > 0 and text:
+            self.heard.append(_prefix_by_time(text, played / duration))
+        self.maybe_finish()
+
+    def maybe_finish(self) -> None:
+        if (self.enqueued_all or self.interrupted) and self.segments_pending <= 0:
+            self.finished.set()
+
+
+def _prefix_by_time(text: str, fraction: float) -> str:
+    """The words of `text` said in the first `fraction` of its audio (by character share)."""
+    words = text.split()
+    if fraction <= 0 or not words:
+        return ""
+    total = sum(len(w) + 1 for w in words)
+    out, used = [], 0
+    for w in words:
+        used += len(w) + 1
+        if used / total > fraction:
+            break
+        out.append(w)
+    return " ".join(out) + ("…" if len(out) < len(words) else "")
