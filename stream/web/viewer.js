@@ -111,13 +111,12 @@ async function attachMic() {
   await avatarcast.audioTransceiver.sender.replaceTrack(micStream.getAudioTracks()[0]);
 }
 
-async function toggleMic() {
-  const button = $("mic");
+async function setMic(on) {
   try {
-    if (!state.mic) {
+    if (on && !state.mic) {
       state.mic = true;
       await attachMic();
-    } else {
+    } else if (!on && state.mic) {
       state.mic = false;
       await avatarcast.audioTransceiver.sender.replaceTrack(null);
       micStream.getTracks().forEach((t) => t.stop());
@@ -128,8 +127,14 @@ async function toggleMic() {
     state.mic = false;
     $("chat-error").textContent = "Microphone unavailable: " + (err.message || err);
   }
-  button.setAttribute("aria-pressed", String(state.mic));
-  button.textContent = state.mic ? "Mic on" : "Mic off";
+  $("mic").setAttribute("aria-pressed", String(state.mic));
+  $("mic").textContent = state.mic ? "Mic on" : "Mic off";
+}
+
+const toggleMic = () => setMic(!state.mic);
+
+async function stopAvatar() {
+  await fetch(base + "/interrupt", { method: "POST" });
 }
 
 // ---------------------------------------------------------------- chat
@@ -142,7 +147,8 @@ async function sendChat(ev) {
   $("chat-send").disabled = true;
   try {
     const res = await fetch(base + "/chat", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }),
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text, mode: $("chat-mode").value }),
     });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error || ("HTTP " + res.status));
@@ -163,6 +169,12 @@ function listenForEvents() {
     if (event.type === "caption") {
       state.captions.push(event.text);
       $("captions").textContent = event.text;
+    } else if (event.type === "caption_cut") {
+      $("captions").textContent = event.text;
+    } else if (event.type === "partial" || event.type === "transcript") {
+      state[event.type === "partial" ? "partial" : "transcript"] = event.text;
+      (state.transcripts = state.transcripts || []).push([event.type, event.text]);
+      $("heard").textContent = event.text ? "You: " + event.text : "";
     } else if (event.type === "idle") {
       setTimeout(() => { if ($("captions").textContent === state.captions[state.captions.length - 1]) $("captions").textContent = ""; }, 1500);
     }
@@ -218,6 +230,10 @@ avatarcast.sampleRegion = function (box, durationMs, intervalMs) {
 async function main() {
   $("chat").addEventListener("submit", sendChat);
   $("mic").addEventListener("click", toggleMic);
+  $("stop").addEventListener("click", stopAvatar);
+  const talk = $("talk");
+  talk.addEventListener("pointerdown", () => setMic(true));
+  ["pointerup", "pointerleave"].forEach((e) => talk.addEventListener(e, () => { if (state.mic) setMic(false); }));
   $("unmute").addEventListener("click", playWithSound);
   const res = await fetch(base + "/info");
   const info = await res.json();
@@ -226,6 +242,12 @@ async function main() {
   $("title").textContent = info.title;
   document.title = info.title + " — avatarcast";
   $("chat-text").maxLength = info.max_chat_chars;
+  $("chat-mode").value = info.chat;
+  $("chat-text").placeholder = info.chat === "say" ? "Type something for the avatar to say…" : "Ask the avatar something…";
+  $("chat-mode").addEventListener("change", () => {
+    $("chat-text").placeholder = $("chat-mode").value === "say" ? "Type something for the avatar to say…" : "Ask the avatar something…";
+  });
+  for (const id of ["mic", "talk"]) $(id).hidden = !info.listening;
   listenForEvents();
   setInterval(() => pollStats().catch(() => {}), 500);
   await connect();
