@@ -121,8 +121,7 @@ class TurnRunner:
                 await self._speak(turn, sentence)
             return
         if self.llm is None:
-            self._degrade(turn, "no LLM is configured; playing the canned answer")
-            self.play_line(turn, "canned")
+            await self._fallback(turn, "no LLM is available")
             return
         messages = self.persona.messages(turn.text, self.memory)
         params = GenerationParams(max_tokens=self.persona.max_tokens)

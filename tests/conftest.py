@@ -7,17 +7,21 @@ namespace holding nothing but loopback), so nothing can leave the machine even b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import cv2
+import numpy as np
 import pytest
 import skimage.data
 
@@ -130,8 +134,8 @@ def astronaut_pack(face_models: Path, astronaut_png: Path, tmp_path_factory: pyt
     return out
 
 
-@pytest.fixture()
-def chromium() -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium_driver(extra_flags: list[str] | None = None) -> Iterator[Any]:
     """Headless Debian Chromium driven by chromedriver (selenium), fake mic and camera."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver are not installed (make test installs them as root)")
@@ -146,7 +150,7 @@ def chromium() -> Iterator[Any]:
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-        "--disable-features=WebRtcHideLocalIpsWithMdns", f"--user-data-dir={profile}",
+        "--disable-features=WebRtcHideLocalIpsWithMdns", f"--user-data-dir={profile}", *(extra_flags or []),
     ):  # fmt: skip
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
@@ -156,3 +160,35 @@ def chromium() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture()
+def chromium() -> Iterator[Any]:
+    with chromium_driver() as driver:
+        yield driver
+
+
+def espeak(text: str, rate: int = 48_000, pad_s: float = 0.0) -> np.ndarray:
+    """Real synthetic speech of `text` from espeak-ng (a Debian package), as int16 mono at `rate`."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (make test installs it as root)")
+    from agents.speech import to_program_rate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
+        with wave.open(str(wav)) as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+            source_rate = w.getframerate()
+    out = to_program_rate(pcm, source_rate) if rate == 48_000 else pcm
+    pad = np.zeros(round(pad_s * rate), np.int16)
+    return np.concatenate([pad, out, pad])
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 48_000) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype(np.int16).tobytes())
+    return path

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 
@@ -32,18 +32,29 @@ class Received:
 
 
 class AiortcViewer:
-    def __init__(self, base_url: str, channel: str, crop: tuple[int, int, int, int] | None = None) -> None:
-        """`crop` (x0, y0, x1, y1): keep that region of every decoded frame in `got.frames`."""
+    def __init__(
+        self,
+        base_url: str,
+        channel: str,
+        crop: tuple[int, int, int, int] | None = None,
+        mic: MediaStreamTrack | None = None,
+    ) -> None:
+        """`crop` (x0, y0, x1, y1): keep that region of every decoded frame in `got.frames`.
+        `mic`: an audio track to send, as a browser sends its microphone."""
         self.base_url = base_url
         self.channel = channel
         self.crop = crop
+        self.mic = mic
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.got = Received()
         self._tasks: list[asyncio.Task] = []
         self.viewer_id: str | None = None
 
     async def connect(self, limit_s: float = 20) -> None:
-        self.pc.addTransceiver("audio", direction="recvonly")
+        if self.mic is not None:
+            self.pc.addTransceiver(self.mic, direction="sendrecv")
+        else:
+            self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("video", direction="recvonly")
 
         @self.pc.on("track")
@@ -94,3 +105,50 @@ class AiortcViewer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class ScriptedMic(MediaStreamTrack):
+    """A viewer's microphone that is silent until told to say something (48 kHz stereo, 20 ms).
+
+    Paced by pts against its own start time, as aiortc's tracks are.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: list[np.ndarray] = []
+        self._pos = 0
+        self._start: float | None = None
+        self.said_at: list[float] = []  # monotonic time each queued sound began to go out
+
+    def say(self, pcm48k_mono: np.ndarray) -> None:
+        self._queue.append(pcm48k_mono.astype(np.int16))
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        import fractions
+
+        import av
+
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pos / 48_000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        chunk = np.zeros(960, np.int16)
+        if self._queue:
+            if not getattr(self, "_began", False):
+                self.said_at.append(time.monotonic())
+                self._began = True
+            head = self._queue[0]
+            n = min(960, len(head))
+            chunk[:n] = head[:n]
+            if n == len(head):
+                self._queue.pop(0)
+                self._began = False
+            else:
+                self._queue[0] = head[n:]
+        frame = av.AudioFrame.from_ndarray(np.repeat(chunk, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, self._pos, fractions.Fraction(1, 48_000)
+        self._pos += 960
+        return frame

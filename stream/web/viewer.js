@@ -64,6 +64,7 @@ async function connect() {
     remote.addTrack(ev.track);
     video.srcObject = remote;
     playWithSound();
+    if (ev.track.kind === "audio") listenToOutput(ev.track);
   };
   pc.onconnectionstatechange = () => {
     state.connection = pc.connectionState;
@@ -98,6 +99,27 @@ function onFatal(err) {
   setStatus(String(err.message || err), "bad");
   setTimeout(() => connect().catch(onFatal), retryMs);
   retryMs = Math.min(retryMs * 2, 15000);
+}
+
+// What the viewer hears, measured from the decoded audio itself (getStats' audio energy stops
+// counting in Chromium once the page also captures a microphone): state.heardEnergy.
+function listenToOutput(track) {
+  try {
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    state.heardEnergy = 0;
+    setInterval(() => {
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const x of buf) sum += x * x;
+      state.heardEnergy += (sum / buf.length) * 0.05;     // ~ mean square x seconds
+    }, 50);
+  } catch (err) {
+    state.errors.push("audio meter: " + err);
+  }
 }
 
 // ---------------------------------------------------------------- mic

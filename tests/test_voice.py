@@ -1,0 +1,97 @@
+"""Voice: a viewer's speech over the avatar stops it; a short noise does not; questions get answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.defaults import PROJECT_ROOT
+from tests.conftest import ServerThread, espeak, eventually, studio_config
+from tests.viewer_client import AiortcViewer, ScriptedMic
+
+KNOWLEDGE = PROJECT_ROOT / "configs" / "knowledge"
+LONG = (
+    "Let me tell you all about our running shoes today. They are light, they are fast and they are comfortable. "
+    "They come in three colours, blue, black and coral. You can wear them on the road or on the track, every day."
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    channel = {
+        "name": "nova",
+        "video": {"width": 256, "height": 256},
+        "persona": {"knowledge": str(KNOWLEDGE / "shop.txt"), "answers": str(KNOWLEDGE / "faq.yaml")},
+        "conversation": {"chat": "say", "interrupt_after_ms": 300},
+    }
+    srv = ServerThread(studio_config([channel])).start()
+    assert srv.studio.asr is not None, "the ASR must load for these tests"
+    yield srv
+    srv.stop()
+
+
+def quiet_run(rms: list[float], start: int, frames: int) -> int | None:
+    """Index of the first run of `frames` quiet 20 ms audio frames at or after `start`."""
+    run = 0
+    for i in range(start, len(rms)):
+        run = run + 1 if rms[i] < 100 else 0
+        if run >= frames:
+            return i - frames + 1
+    return None
+
+
+async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: ServerThread) -> None:
+    channel = server.studio.channels["nova"]
+    mic = ScriptedMic()
+    viewer = AiortcViewer(server.url, "nova", mic=mic)
+    question = espeak("Excuse me, how much do the running shoes cost?")
+    try:
+        await viewer.connect()
+        long_turn = channel.start_turn("say", LONG)
+        await viewer.until(lambda g: max(g.audio_rms, default=0) > 1000, 15, "the avatar talking")
+        talking_from = len(viewer.got.audio_rms)
+        await viewer.until(lambda g: len(g.audio_rms) > talking_from + 50, 5, "a second of talking")
+        barge_at = len(viewer.got.audio_rms)
+        mic.say(question)
+        await eventually(lambda: long_turn.interrupted, 5, "the barge-in")
+        await eventually(lambda: long_turn.finished.is_set(), 5, "the interrupted turn to end")
+        # the answer to the question comes from the cached answers (no LLM in this test)
+        await eventually(
+            lambda: (
+                any(t.kind == "answer" for t in channel.turns.values())
+                or "49 dollars" in str(channel.memory.messages())
+            ),
+            20,
+            "the question to be answered",
+        )
+        await eventually(lambda: "49 dollars" in str(channel.memory.messages()), 20, "the answer to air")
+    finally:
+        await viewer.close()
+    assert "spoke over the avatar" in long_turn.interrupt_reason
+    gap = quiet_run(viewer.got.audio_rms, barge_at, 10)
+    assert gap is not None and gap - barge_at < 75, "the avatar went quiet within 1.5 s of the viewer speaking"
+    messages = channel.memory.messages()
+    heard = next(m["content"] for m in messages if m["role"] == "assistant" and m["content"].startswith("Let me"))
+    assert len(heard) < len(LONG) * 0.6, "memory keeps only what was heard before the cut"
+    user = [m["content"].lower() for m in messages if m["role"] == "user"]
+    assert any("shoes" in u and "cost" in u for u in user), user
+
+
+async def test_a_short_noise_is_not_an_interruption(server: ServerThread) -> None:
+    channel = server.studio.channels["nova"]
+    mic = ScriptedMic()
+    viewer = AiortcViewer(server.url, "nova", mic=mic)
+    rng = np.random.default_rng(0)
+    cough = (rng.normal(0, 6000, 48_000 * 15 // 100)).astype(np.int16)  # 150 ms of noise
+    try:
+        await viewer.connect()
+        turn = channel.start_turn(
+            "say", "Here is a short sentence that goes on for a little while, so a cough can land in it."
+        )
+        await viewer.until(lambda g: max(g.audio_rms, default=0) > 1000, 15, "the avatar talking")
+        mic.say(cough)
+        await turn.finished.wait()
+    finally:
+        await viewer.close()
+    assert not turn.interrupted
+    assert turn.heard_text().endswith("land in it.")
