@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("aioice", "aiortc", "asyncio"):
+    for noisy in ("aioice", "aiortc", "asyncio", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from models.faces import FaceModelsFetchError, FaceModelsMissing, PhotoError

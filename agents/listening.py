@@ -27,6 +27,13 @@ MAX_LISTENING_VIEWERS = 50
 """Mics transcribed at once per channel; more are ignored (logged) to keep ASR within budget."""
 
 
+def session_end_silence(channel: Channel) -> float:
+    """Silence after the voice before the end of an utterance is decided (ListenOptions default)."""
+    from models.listen import ListenOptions
+
+    return ListenOptions().end_silence_ms / 1000
+
+
 class Listener:
     def __init__(self, channel: Channel, asr: Any) -> None:
         self.channel = channel
@@ -39,7 +46,7 @@ class Listener:
         if session is None:
             if len(self._sessions) >= MAX_LISTENING_VIEWERS:
                 return
-            from models.asr_whisper import ListenOptions, ListenSession
+            from models.listen import ListenOptions, ListenSession
 
             min_speech = self.channel.cfg.conversation.interrupt_after_ms
             session = ListenSession(self.asr, ListenOptions(min_speech_ms=min_speech))
@@ -57,7 +64,6 @@ class Listener:
 
     async def _consume(self, viewer_id: str, session: Any) -> None:
         ch = self.channel
-        speech_end = 0.0
         async for event in session.events():
             event: ASREvent
             if event.kind == "speech_start":
@@ -66,12 +72,11 @@ class Listener:
                     ch.interrupt(f"viewer {viewer_id} spoke over the avatar")
             elif event.kind == "partial":
                 ch.events.publish({"type": "partial", "viewer": viewer_id, "text": event.text})
-            elif event.kind == "speech_end":
-                speech_end = time.monotonic()
-            elif event.kind == "final":
-                self._question(viewer_id, event.text, speech_end)
+            elif event.kind == "final":  # `at`: where the voice ended, on the session's audio clock
+                voice_end = time.monotonic() - max(0.0, session.position - event.at)
+                self._question(viewer_id, event.text, voice_end)
 
-    def _question(self, viewer_id: str, text: str, speech_end: float) -> None:
+    def _question(self, viewer_id: str, text: str, voice_end: float) -> None:
         ch = self.channel
         text = text.strip()
         ch.events.publish({"type": "transcript", "viewer": viewer_id, "text": text})
@@ -84,8 +89,8 @@ class Listener:
         except Exception as exc:  # a full queue: the viewer will hear nothing, say so in the log
             log.warning("channel %s: voice question from %s dropped: %s", ch.name, viewer_id, exc)
             return
-        if speech_end:
-            turn.stages["vad_end"] = speech_end
+        turn.stages["speech_end"] = voice_end
+        turn.stages["vad_end"] = voice_end + session_end_silence(ch)
         turn.mark("asr_final")
 
     async def aclose(self) -> None:
