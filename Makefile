@@ -74,9 +74,11 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: setup
+bench: setup system-deps
 	$(PY) bench/render.py
 	$(PY) bench/av_sync.py
+	$(PY) bench/answers.py
+	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/latency.py'
 
 clean:
 	rm -rf $(VENV) .avatarcast .pytest_cache .ruff_cache
