@@ -56,12 +56,28 @@ def cmd_setup(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- serve / demo
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; "
+                "fix: free the port, or choose another with --port or server.port"
+            ) from None
+
+
 async def _serve(cfg: StudioConfig) -> None:
     from aiohttp import web
 
     from agents.studio import Studio
     from agents.web import make_app
 
+    _check_port_free(cfg.server.host, cfg.server.port)  # before minutes of model loading, not after
     studio = Studio(cfg)
     t0 = time.monotonic()
     runner: web.AppRunner | None = None

@@ -176,7 +176,9 @@ def espeak(text: str, rate: int = 48_000, pad_s: float = 0.0) -> np.ndarray:
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
+        subprocess.run(
+            ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(wav), text], check=True
+        )  # 140 wpm: Whisper reads it reliably
         with wave.open(str(wav)) as w:
             pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
             source_rate = w.getframerate()
