@@ -120,6 +120,9 @@ class PersonaConfig(_Model):
 class ConversationConfig(_Model):
     chat: Literal["ask", "say"] = "ask"
     """What the page's chat box does by default: ask (the avatar answers) or say (it speaks the text)."""
+    end_of_speech_ms: int = Field(500, ge=200, le=3000)
+    """Silence after a viewer's words that ends the question: shorter answers sooner, longer cuts
+    fewer viewers off at a pause."""
     interrupt_after_ms: int = Field(300, ge=100, le=3000)
     """Viewer speech over the avatar for this long stops the answer (barge-in); shorter noise does not."""
     first_token_timeout_s: float = Field(3.0, ge=0.2, le=30)

@@ -27,13 +27,6 @@ MAX_LISTENING_VIEWERS = 50
 """Mics transcribed at once per channel; more are ignored (logged) to keep ASR within budget."""
 
 
-def session_end_silence(channel: Channel) -> float:
-    """Silence after the voice before the end of an utterance is decided (ListenOptions default)."""
-    from models.listen import ListenOptions
-
-    return ListenOptions().end_silence_ms / 1000
-
-
 class Listener:
     def __init__(self, channel: Channel, asr: Any) -> None:
         self.channel = channel
@@ -48,8 +41,9 @@ class Listener:
                 return
             from models.listen import ListenOptions, ListenSession
 
-            min_speech = self.channel.cfg.conversation.interrupt_after_ms
-            session = ListenSession(self.asr, ListenOptions(min_speech_ms=min_speech))
+            conv = self.channel.cfg.conversation
+            options = ListenOptions(min_speech_ms=conv.interrupt_after_ms, end_silence_ms=conv.end_of_speech_ms)
+            session = ListenSession(self.asr, options)
             self._sessions[viewer_id] = session
             self._tasks[viewer_id] = asyncio.create_task(self._consume(viewer_id, session))
         session.push(frame)
@@ -90,7 +84,7 @@ class Listener:
             log.warning("channel %s: voice question from %s dropped: %s", ch.name, viewer_id, exc)
             return
         turn.stages["speech_end"] = voice_end
-        turn.stages["vad_end"] = voice_end + session_end_silence(ch)
+        turn.stages["vad_end"] = voice_end + ch.cfg.conversation.end_of_speech_ms / 1000
         turn.mark("asr_final")
 
     async def aclose(self) -> None:

@@ -23,9 +23,11 @@ _DROP = str.maketrans("", "", "*#`_~")
 
 
 class ClauseSplitter:
-    def __init__(self, *, first_clause_chars: int = 8, max_chars: int = 180) -> None:
-        """first_clause_chars: the first piece may end at a comma once it is this long (0: never)."""
+    def __init__(self, *, first_clause_chars: int = 8, first_clause_words: int = 6, max_chars: int = 180) -> None:
+        """first_clause_chars: the first piece may end at a comma once it is this long (0: never).
+        first_clause_words: with no comma by then, the first piece ends after this many words (0: never)."""
         self.first_clause_chars = first_clause_chars
+        self.first_clause_words = first_clause_words if first_clause_chars else 0
         self.max_chars = max_chars
         self._buf = ""
         self._pieces = 0
@@ -70,6 +72,10 @@ class ClauseSplitter:
                 and not (ch == "," and i > 0 and buf[i - 1].isdigit() and i + 1 < len(buf) and buf[i + 1].isdigit())
             ):
                 return i + 1
+        if self._pieces == 0 and self.first_clause_words:
+            spaces = [m.start() for m in re.finditer(r"\s+", buf)]
+            if len(spaces) > self.first_clause_words:  # the word after the limit has begun: a word boundary
+                return spaces[self.first_clause_words - 1]
         if len(buf) > self.max_chars:  # a run-on answer: break at the last space so TTS can start
             space = buf.rfind(" ", 0, self.max_chars)
             return space if space > 0 else self.max_chars

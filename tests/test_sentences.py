@@ -55,3 +55,8 @@ def test_thousands_separator_is_not_a_clause() -> None:
 def test_run_on_text_is_broken_at_a_space() -> None:
     pieces = stream("word " * 100, max_chars=60)
     assert all(len(p) <= 60 for p in pieces) and len(pieces) > 5
+
+
+def test_without_a_comma_the_first_piece_ends_after_six_words() -> None:
+    text = "The Stride Runner costs forty nine dollars for a pair. Anything else?"
+    assert stream(text) == ["The Stride Runner costs forty nine", "dollars for a pair.", "Anything else?"]
