@@ -106,7 +106,7 @@ class PersonaConfig(_Model):
     name: str = "Nova"
     system_prompt: str = "You are {name}, a friendly host on a live stream. You talk to viewers."
     style: str = "Warm and upbeat. Short, plain spoken sentences, no lists or emoji."
-    max_answer_words: int = Field(40, ge=5, le=300)
+    max_answer_words: int = Field(40, ge=5, le=1000)
     knowledge: str | None = None
     """A facts file (one fact per line, # comments): products, prices, schedule. Only the facts
     that match a question go into its prompt, and spoken numbers are checked against them."""

@@ -17,10 +17,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     channel = {
         "name": "nova",
         "video": {"width": 256, "height": 256},
-        "persona": {"max_answer_words": 300},  # a long answer: still generating when it is stopped
+        # a long answer (~1600 tokens, seconds even for the tiny model): still generating when stopped
+        "persona": {"max_answer_words": 1000},
         "conversation": {"chat": "ask", "first_token_timeout_s": 10},
     }
-    llm = {"backend": "vllm", "model": str(model), "max_model_len": 1024, "kv_cache_gib": 1}
+    llm = {"backend": "vllm", "model": str(model), "max_model_len": 2048, "kv_cache_gib": 1}
     srv = ServerThread(studio_config([channel], llm=llm)).start()
     assert srv.call(srv.studio.wait_for_llm(), timeout=180) is not None, "the engine must start"
     yield srv
