@@ -9,6 +9,7 @@ from their cache and canned lines until it is ready.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from pathlib import Path
 
@@ -42,10 +43,11 @@ async def load_llm(cfg: LLMConfig) -> LLM | None:
         key = cfg.api_key.reveal() if cfg.api_key else None
         return OpenAICompatibleLLM(cfg.base_url or "", cfg.model, key)
     from models.defaults import default_llm_dir
-    from models.llm_vllm import VLLMEngine
 
+    # importing vLLM takes ~10 s of CPU: in a thread, or every channel's picture would stall meanwhile
+    vllm_backend = await asyncio.to_thread(importlib.import_module, "models.llm_vllm")
     model_dir = default_llm_dir() if cfg.model == "builtin:smollm2" else Path(cfg.model)
-    return await VLLMEngine.start(
+    return await vllm_backend.VLLMEngine.start(
         model_dir, dtype=cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib
     )
 
