@@ -73,17 +73,13 @@ class TurnRunner:
         self.first_token_timeout_s = first_token_timeout_s
 
     async def run(self, turn: TurnHandle) -> None:
-        try:
-            if turn.kind == "say":
-                for sentence in split_sentences(turn.text):
-                    await self._speak(turn, sentence)
-            elif turn.kind == "line":  # a pre-rendered line by name ("didnt_hear", ...)
-                self.play_line(turn, turn.text)
-            else:
-                await self._answer(turn)
-        finally:
-            turn.enqueued_all = True
-            turn.maybe_finish()
+        if turn.kind == "say":
+            for sentence in split_sentences(turn.text):
+                await self._speak(turn, sentence)
+        elif turn.kind == "line":  # a pre-rendered line by name ("didnt_hear", ...)
+            self.play_line(turn, turn.text)
+        else:
+            await self._answer(turn)
 
     # ------------------------------------------------------------------ speaking
     def _air(self, turn: TurnHandle, segment: SpeechSegment) -> None:

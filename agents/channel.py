@@ -163,7 +163,7 @@ class Channel:
         text = text.strip()
         if not text:
             raise ValueError("nothing to say")
-        waiting = sum(1 for t in self.turns.values() if t.task is None or not t.stages.get("started"))
+        waiting = sum(1 for t in self.turns.values() if "started" not in t.stages)
         if waiting >= MAX_PENDING_TURNS:
             raise ChannelBusy(f"{waiting} messages are already waiting to be answered; try again shortly")
         turn = TurnHandle(f"{self.name}-{next(self._turn_ids)}", kind, text, source, priority)
@@ -171,12 +171,6 @@ class Channel:
         self.turns[turn.turn_id] = turn
         turn.task = self._spawn(self._run_turn(turn), f"turn {turn.turn_id}")
         return turn
-
-    async def say(self, text: str) -> str:
-        return self.start_turn("say", text).turn_id
-
-    async def ask(self, question: str, source: str = "chat") -> str:
-        return self.start_turn("answer", question, source=source).turn_id
 
     async def _run_turn(self, turn: TurnHandle) -> None:
         assert self.runner is not None
@@ -223,10 +217,6 @@ class Channel:
         if stopped:
             log.info("channel %s: stopped %s (%s)", self.name, ", ".join(stopped), reason)
         return stopped
-
-    @property
-    def speaking(self) -> bool:
-        return bool(self.program and self.program.speaking)
 
     def _on_program_event(self, event: ProgramEvent) -> None:
         turn = self.turns.get(event.turn_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import av
 
-from stream.encoder import ChannelEncoder, parameter_sets
+from stream.encoder import ChannelEncoder
 
 
 class _Input:
@@ -25,12 +25,13 @@ class _Input:
         self.writer._push(self.kind, packet, is_key)
 
 
-def _copy(packet: av.Packet, pts: int) -> av.Packet:
-    """A private copy: muxing rewrites a packet's timing, and viewers share the original."""
+def _copy(packet: av.Packet, pts: int, stream: av.stream.Stream) -> av.Packet:
+    """A private copy for `stream`: muxing rewrites a packet's timing, and viewers share the original."""
     out = av.Packet(bytes(packet))
     out.pts = out.dts = pts
     out.time_base = packet.time_base
     out.is_keyframe = packet.is_keyframe
+    out.stream = stream
     return out
 
 
@@ -67,24 +68,19 @@ class Mp4Writer:
             return
         if self._start is None:
             self._start = float(packet.pts * packet.time_base)
-            self._video.codec_context.extradata = parameter_sets(bytes(packet))
+            self._video.codec_context.extradata = self.encoder.h264_extradata
             for early in self._pending_audio:
                 self._mux_audio(early)
             self._pending_audio.clear()
         pts = packet.pts - round(self._start / packet.time_base)
-        self._container.mux(self._stream_packet(self._video, _copy(packet, pts)))
+        self._container.mux(_copy(packet, pts, self._video))
         self.frames += 1
 
     def _mux_audio(self, packet: av.Packet) -> None:
         assert self._start is not None
         pts = packet.pts - round(self._start / packet.time_base)
         if pts >= -2048:  # keep the encoder's priming packets, drop audio from before the clip
-            self._container.mux(self._stream_packet(self._audio, _copy(packet, pts)))
-
-    @staticmethod
-    def _stream_packet(stream: av.stream.Stream, packet: av.Packet) -> av.Packet:
-        packet.stream = stream
-        return packet
+            self._container.mux(_copy(packet, pts, self._audio))
 
     def close(self) -> None:
         if self._closed:
