@@ -11,7 +11,7 @@ PIP      := $(VENV)/bin/pip
 TORCH    ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
 PREPARED  := .avatarcast/.prepared
-APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng
+APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng nginx-light libnginx-mod-rtmp xvfb obs-studio
 PYTEST_ARGS ?= -q -ra --durations=12
 
 # Tests run in a network namespace that holds only loopback: nothing can leave the machine.

@@ -23,6 +23,7 @@ from agents.answer import PrerenderedLines, TurnRunner
 from agents.config import ChannelConfig
 from agents.events import EventHub
 from agents.listening import Listener
+from agents.outputs import ChannelOutputs
 from agents.persona import Knowledge, Memory, Persona
 from agents.turns import TurnHandle
 from models.avatars import resolve_pack
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_TURNS = 4
 """Turns waiting for their go; beyond this a new one is refused (the viewer is told to wait)."""
+
+
+CHROMA_COLOURS = {"green": (0, 177, 64), "blue": (0, 71, 187)}
+"""The usual chroma-key colours; OBS's Chroma Key filter is set to the same one."""
 
 
 class ChannelBusy(RuntimeError):
@@ -86,6 +91,7 @@ class Channel:
         self.encoder = ChannelEncoder(
             self.fmt, bitrate=cfg.video.bitrate_kbps * 1000, keyint_s=cfg.video.keyframe_interval_s, name=cfg.name
         )
+        self.outputs = ChannelOutputs(cfg.outputs, self.encoder, cfg.name)
         self.listener = Listener(self, asr) if asr is not None else None
         self.webrtc = WebRTCEndpoint(
             self.encoder,
@@ -114,6 +120,9 @@ class Channel:
         pack = resolve_pack(self.cfg.avatar.pack)
         loop = asyncio.get_running_loop()
         self.face = await loop.run_in_executor(None, self.lipsync.prepare, pack, self.fmt.size)
+        if self.cfg.avatar.background != "pack":
+            rgb = CHROMA_COLOURS[self.cfg.avatar.background]
+            self.face = await loop.run_in_executor(None, self.lipsync.with_background, self.face, rgb)
         seed = zlib.crc32(self.name.encode())
         source = FaceSource(self.face, self.lipsync, IdleMotion(seed, self.fmt.fps))
         self.program = Program(self.fmt, source, self.encoder, cue_dims=N_MOUTH, clock=self._clock, name=self.name)
@@ -142,6 +151,7 @@ class Channel:
             await self.prepare()
         assert self.program is not None
         self._spawn(self.program.run(), "program")
+        self.outputs.start()
         log.info("channel %s on air (%s, %dx%d@%d)", self.name, self.cfg.avatar.pack, *self.fmt.size, self.fmt.fps)
         if self.cfg.greeting:
             self.start_turn("say", self.cfg.greeting, source="system")
@@ -256,6 +266,7 @@ class Channel:
             "keyframe_requests": dict(self.encoder.keyframe_requests),
             "video_subscribers": self.encoder.video.subscribers,
             "turns": len(self.turns),
+            "outputs": self.outputs.info(),
         }
 
     async def aclose(self) -> None:
@@ -266,4 +277,5 @@ class Channel:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.events.close()
+        await self.outputs.aclose()
         await self.encoder.aclose()

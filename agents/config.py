@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from agents.config_base import ConfigModel as _Model
+from agents.output_config import ObsConfig, OutputsConfig
 from agents.secrets import HOW_TO, SecretRef
 from models.avatars import PackError, resolve_pack
 from stream.clock import SUPPORTED_FPS
@@ -23,10 +25,6 @@ from stream.clock import SUPPORTED_FPS
 
 class ConfigError(ValueError):
     """The config cannot be used; str() is the full, human-readable report."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class IceServer(_Model):
@@ -73,6 +71,8 @@ class ServerConfig(_Model):
 class AvatarConfig(_Model):
     pack: str = "builtin:nova"
     """builtin:<name>, or the directory written by `avatarcast avatar prepare PHOTO -o DIR`."""
+    background: Literal["pack", "green", "blue"] = "pack"
+    """pack: the pack's own; green/blue: a flat chroma colour (drawn packs), keyed out in OBS."""
 
 
 class VoiceConfig(_Model):
@@ -143,6 +143,7 @@ class ChannelConfig(_Model):
     conversation: ConversationConfig = ConversationConfig()
     greeting: str | None = Field(None, max_length=500)
     """Said once when the channel goes on air."""
+    outputs: OutputsConfig = OutputsConfig()
     max_chat_chars: int = Field(300, ge=10, le=2000)
 
     @field_validator("name")
@@ -194,6 +195,7 @@ class StudioConfig(_Model):
     lipsync: LipSyncConfig = LipSyncConfig()
     llm: LLMConfig = LLMConfig()
     asr: ASRConfig = ASRConfig()
+    obs: ObsConfig | None = None
     channels: list[ChannelConfig]
 
     @field_validator("channels")
@@ -268,6 +270,16 @@ def format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _unrevealed(secret: SecretRef | None, where: str) -> list[str]:
+    """[] when `secret` is absent or can be read, else the problem line."""
+    try:
+        if secret is not None:
+            secret.reveal()
+    except LookupError as exc:
+        return [f"  {where}: {secret} — {exc}"]
+    return []
+
+
 def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
     """Make file paths absolute (relative to the config file) and check they exist."""
     problems: list[str] = []
@@ -301,26 +313,23 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
                 persona[key] = absolute(value)
                 if not Path(persona[key]).is_file():
                     problems.append(f"  channels[{i}].persona.{key}: {value!r} — no such file; fix: the path of a file")
+        for j, target in enumerate(ch.outputs.rtmp):
+            problems += _unrevealed(target.key, f"channels[{i}].outputs.rtmp[{j}].key")
+        record = absolute(ch.outputs.record) if ch.outputs.record else None
         channels.append(
             ch.model_copy(
                 update={
                     "avatar": ch.avatar.model_copy(update={"pack": pack}),
                     "voice": ch.voice.model_copy(update={"model": model}),
                     "persona": ch.persona.model_copy(update=persona),
+                    "outputs": ch.outputs.model_copy(update={"record": record}),
                 }
             )
         )
-    if cfg.llm.api_key is not None:
-        try:
-            cfg.llm.api_key.reveal()
-        except LookupError as exc:
-            problems.append(f"  llm.api_key: {cfg.llm.api_key} — {exc}")
+    problems += _unrevealed(cfg.llm.api_key, "llm.api_key")
+    problems += _unrevealed(cfg.obs.password if cfg.obs else None, "obs.password")
     for i, ice in enumerate(cfg.server.ice_servers):
-        if ice.credential is not None:
-            try:
-                ice.credential.reveal()
-            except LookupError as exc:
-                problems.append(f"  server.ice_servers[{i}].credential: {ice.credential} — {exc}")
+        problems += _unrevealed(ice.credential, f"server.ice_servers[{i}].credential")
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg.model_copy(update={"channels": channels})

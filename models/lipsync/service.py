@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -20,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.avatars import pack_kind
+from models.avatars import PackError, pack_kind
 from models.devices import resolve_device
 from models.lipsync.base import FaceRenderer, PreparedFace
-from models.lipsync.params import N_PARAMS
+from models.lipsync.params import N_PARAMS, neutral
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,19 @@ class LipSyncService:
     def prepare(self, pack_dir: Path, size: tuple[int, int]) -> PreparedFace:
         """Load a pack for frames of `size` (blocking: run it in an executor)."""
         return self.renderer(pack_kind(pack_dir)).prepare(pack_dir, size)
+
+    def with_background(self, face: PreparedFace, rgb: tuple[int, int, int]) -> PreparedFace:
+        """The same drawn face over a flat colour (a chroma key background for OBS).
+
+        Only drawn packs have a background apart from the character; a photo is one picture.
+        """
+        background = getattr(face, "background", None)
+        if not isinstance(background, torch.Tensor):
+            raise PackError("a chroma background needs a drawn (sprite) pack; a photo pack keeps its photo")
+        flat = torch.tensor(rgb, dtype=background.dtype, device=background.device).expand_as(background)
+        keyed = dataclasses.replace(face, background=flat.contiguous())  # type: ignore[type-var]
+        keyed.still = self.render_now([keyed], neutral(1))[0]
+        return keyed
 
     def render_now(self, faces: list[PreparedFace], params: np.ndarray) -> np.ndarray:
         """One blocking batched call (benchmarks, offline tools); live channels use `render`."""
