@@ -11,7 +11,7 @@ PIP      := $(VENV)/bin/pip
 TORCH    ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
 PREPARED  := .avatarcast/.prepared
-APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng nginx-light libnginx-mod-rtmp xvfb obs-studio
+APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng nginx-light libnginx-mod-rtmp xvfb obs-studio inspircd
 PYTEST_ARGS ?= -q -ra --durations=12
 
 # Tests run in a network namespace that holds only loopback: nothing can leave the machine.
@@ -79,6 +79,7 @@ bench: setup system-deps
 	$(PY) bench/av_sync.py
 	$(PY) bench/answers.py
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/latency.py'
+	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/outputs.py'
 
 clean:
 	rm -rf $(VENV) .avatarcast .pytest_cache .ruff_cache

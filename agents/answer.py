@@ -61,6 +61,7 @@ class TurnRunner:
         enqueue: Callable[[SpeechSegment], None],
         fps: int,
         first_token_timeout_s: float,
+        output_filter: Callable[[str], str | None] | None = None,
     ) -> None:
         self.name = name
         self.tts = tts
@@ -71,6 +72,8 @@ class TurnRunner:
         self._enqueue = enqueue
         self.fps = fps
         self.first_token_timeout_s = first_token_timeout_s
+        self.output_filter = output_filter
+        """Broadcast safety on the LLM's text before TTS: a clause back (maybe changed), or None to skip it."""
 
     async def run(self, turn: TurnHandle) -> None:
         if turn.kind == "say":
@@ -170,6 +173,12 @@ class TurnRunner:
         guarded = self.persona.knowledge.guard(clause, turn.text)
         if guarded != clause:
             self._degrade(turn, f"replaced an unsupported number claim {clause!r} with {guarded!r}")
+        if guarded and self.output_filter is not None:
+            filtered = self.output_filter(guarded)
+            if filtered != guarded:
+                what = "skipped a clause" if filtered is None else "changed a clause"
+                self._degrade(turn, f"the output filter {what}")
+            guarded = filtered
         if guarded:
             await clauses.put(guarded)
 

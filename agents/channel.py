@@ -12,30 +12,35 @@ import asyncio
 import itertools
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiortc import RTCIceServer
 
 from agents.answer import PrerenderedLines, TurnRunner
 from agents.config import ChannelConfig
 from agents.events import EventHub
+from agents.face_source import FaceSource
 from agents.listening import Listener
 from agents.outputs import ChannelOutputs
 from agents.persona import Knowledge, Memory, Persona
+from agents.speech import speech_deadline
+from agents.supervisor import Supervised
 from agents.turns import TurnHandle
 from models.avatars import resolve_pack
 from models.lipsync.base import PreparedFace
 from models.lipsync.idle import IdleMotion
-from models.lipsync.params import MOUTH, N_MOUTH
+from models.lipsync.params import N_MOUTH
 from models.lipsync.service import LipSyncService
 from models.protocols import LLM, TTS
+from models.tts_service import ChannelVoice
+from overlays.captions import CaptionBurner
 from stream.clock import Clock, VideoFormat
 from stream.encoder import ChannelEncoder
 from stream.frames import EventKind, ProgramEvent, SpeechSegment
-from stream.program import Program
+from stream.program import Program, ProgramSink
 from stream.webrtc import WebRTCEndpoint
 
 log = logging.getLogger(__name__)
@@ -52,21 +57,8 @@ class ChannelBusy(RuntimeError):
     """Too much is already queued to be said."""
 
 
-class FaceSource:
-    """The Program's FrameSource: idle motion + speech cues -> the shared lip-sync renderer."""
-
-    def __init__(self, face: PreparedFace, lipsync: LipSyncService, idle: IdleMotion) -> None:
-        self.face = face
-        self.lipsync = lipsync
-        self.idle = idle
-
-    async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
-        params = self.idle.params(first, len(cues))
-        params[:, MOUTH] = cues
-        return await self.lipsync.render(self.face, params)
-
-    def still(self) -> np.ndarray:
-        return self.face.still
+class ChannelPaused(RuntimeError):
+    """The channel is paused (admin API or a mod): it shows its idle picture and says nothing."""
 
 
 class Channel:
@@ -114,6 +106,11 @@ class Channel:
         self._turn_lock = asyncio.Lock()
         self.turns: dict[str, TurnHandle] = {}
         """Turns not finished yet: waiting, producing or still on air."""
+        self.ttft_observed: Counter[float] = Counter()
+        """LLM time to first token of this channel's answers (seconds, to 10 ms) -> how often; for /metrics."""
+        self.paused: str | None = None
+        """Why the channel is paused (None: it is not)."""
+        self.supervisor: Supervised | None = None
 
     async def prepare(self) -> None:
         """Load the avatar pack for this channel's frame size and pre-render the fallback lines."""
@@ -125,8 +122,14 @@ class Channel:
             self.face = await loop.run_in_executor(None, self.lipsync.with_background, self.face, rgb)
         seed = zlib.crc32(self.name.encode())
         source = FaceSource(self.face, self.lipsync, IdleMotion(seed, self.fmt.fps))
-        self.program = Program(self.fmt, source, self.encoder, cue_dims=N_MOUTH, clock=self._clock, name=self.name)
+        burner = CaptionBurner(self.encoder, self.fmt) if self.cfg.outputs.burn_in_captions else None
+        sink: ProgramSink = burner or self.encoder
+        self.program = Program(self.fmt, source, sink, cue_dims=N_MOUTH, clock=self._clock, name=self.name)
         self.program.add_listener(self._on_program_event)
+        if isinstance(self.tts, ChannelVoice):  # the shared TTS serves first the channel that runs dry first
+            self.tts.deadline = speech_deadline(self.program)
+        if burner is not None:
+            self.program.add_listener(burner.on_event)
         conv = self.cfg.conversation
         await self.lines.prepare(
             self.tts,
@@ -150,7 +153,9 @@ class Channel:
         if self.program is None:
             await self.prepare()
         assert self.program is not None
-        self._spawn(self.program.run(), "program")
+        # a failing program is restarted at once, then with growing pauses: its viewers keep a picture
+        self.supervisor = Supervised(f"channel {self.name}: program", self.program.run)
+        self._spawn(self.supervisor.run(), "program")
         self.outputs.start()
         log.info("channel %s on air (%s, %dx%d@%d)", self.name, self.cfg.avatar.pack, *self.fmt.size, self.fmt.fps)
         if self.cfg.greeting:
@@ -168,15 +173,19 @@ class Channel:
             log.error("channel %s: task %s failed", self.name, task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------------ turns
-    def start_turn(self, kind: str, text: str, *, source: str = "chat", priority: int = 0) -> TurnHandle:
+    def start_turn(
+        self, kind: str, text: str, *, source: str = "chat", priority: int = 0, user: str = ""
+    ) -> TurnHandle:
         """Queue a turn ("answer" a question or "say" a text); it runs when the one before is out."""
         text = text.strip()
         if not text:
             raise ValueError("nothing to say")
+        if self.paused is not None:
+            raise ChannelPaused(f"channel {self.name} is paused ({self.paused}); resume it first")
         waiting = sum(1 for t in self.turns.values() if "started" not in t.stages)
         if waiting >= MAX_PENDING_TURNS:
             raise ChannelBusy(f"{waiting} messages are already waiting to be answered; try again shortly")
-        turn = TurnHandle(f"{self.name}-{next(self._turn_ids)}", kind, text, source, priority)
+        turn = TurnHandle(f"{self.name}-{next(self._turn_ids)}", kind, text, source, priority, user)
         turn.mark("created")
         self.turns[turn.turn_id] = turn
         turn.task = self._spawn(self._run_turn(turn), f"turn {turn.turn_id}")
@@ -189,7 +198,8 @@ class Channel:
             async with self._turn_lock:  # one turn produces at a time; its speech queues after the last
                 turn.mark("started")
                 if turn.kind == "answer":
-                    self.events.publish({"type": "question", "turn": turn.turn_id, "text": turn.text})
+                    question = {"type": "question", "turn": turn.turn_id, "text": turn.text}
+                    self.events.publish({**question, "user": turn.user} if turn.user else question)
                 await self.runner.run(turn)
         finally:
             turn.enqueued_all = True
@@ -199,6 +209,8 @@ class Channel:
     async def _close_turn(self, turn: TurnHandle) -> None:
         await turn.finished.wait()
         self.turns.pop(turn.turn_id, None)
+        if "llm_first_token" in turn.stages and "started" in turn.stages:
+            self.ttft_observed[round(turn.stages["llm_first_token"] - turn.stages["started"], 2)] += 1
         if turn.kind == "answer":
             self.memory.add("user", turn.text)
         self.memory.add("assistant", turn.heard_text())
@@ -228,14 +240,31 @@ class Channel:
             log.info("channel %s: stopped %s (%s)", self.name, ", ".join(stopped), reason)
         return stopped
 
+    def pause(self, reason: str) -> None:
+        """Go quiet: stop what is being said, take no new turns; the idle picture and outputs go on."""
+        self.paused = reason
+        self.interrupt(f"paused: {reason}")
+        for turn in list(self.turns.values()):  # waiting turns too: nothing airs while paused
+            turn.interrupt(f"paused: {reason}")
+            turn.maybe_finish()
+        log.info("channel %s paused (%s)", self.name, reason)
+
+    def resume(self) -> None:
+        if self.paused is not None:
+            log.info("channel %s resumed", self.name)
+        self.paused = None
+
     def _on_program_event(self, event: ProgramEvent) -> None:
         turn = self.turns.get(event.turn_id)
         if event.kind is EventKind.SEGMENT_STARTED:
             if turn is not None:
                 turn.mark("on_air")
             if event.text:
-                self.events.publish({"type": "caption", "turn": event.turn_id, "text": event.text})
+                caption = {"type": "caption", "turn": event.turn_id, "text": event.text}
+                self.events.publish({**caption, "at": round(event.at, 3), "duration": round(event.duration, 3)})
             self.events.publish({"type": "speaking", "turn": event.turn_id})
+        elif event.kind is EventKind.WORD:
+            self.events.publish({"type": "word", "turn": event.turn_id, "word": event.text, "at": round(event.at, 3)})
         elif event.kind is EventKind.SEGMENT_FINISHED and turn is not None:
             turn.on_segment_finished(event.text, event.played, event.duration, event.interrupted)
             if event.interrupted:
@@ -266,6 +295,8 @@ class Channel:
             "keyframe_requests": dict(self.encoder.keyframe_requests),
             "video_subscribers": self.encoder.video.subscribers,
             "turns": len(self.turns),
+            "paused": self.paused,
+            "restarts": self.supervisor.restarts if self.supervisor else 0,
             "outputs": self.outputs.info(),
         }
 

@@ -3,6 +3,7 @@
   avatarcast setup                          prepare the embedded defaults (once; make demo runs it)
   avatarcast demo [--port N]                put configs/demo.yaml on air and print its URL
   avatarcast serve -c CONFIG                put every channel of CONFIG on air
+  avatarcast preflight -c CONFIG            check models, capacity and outputs before going live
   avatarcast render -c CONFIG --say TEXT -o clip.mp4 [--avatar PACK_DIR] [--channel NAME]
   avatarcast avatar prepare PHOTO -o DIR    make a photo avatar pack from your own photo
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from agents.config import ConfigError, StudioConfig, load_config
+from agents.obs_setup import register as register_obs_setup
 from models.avatars import PackError
 from models.defaults import PROJECT_ROOT
 
@@ -92,6 +94,7 @@ async def _serve(cfg: StudioConfig) -> None:
                 f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}; "
                 "fix: free the port, or choose another with --port or server.port"
             ) from None
+        studio.start_obs_link()  # OBS's sources play from the server: it must be listening first
         host = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "::") else cfg.server.host
         _say(f"on air in {time.monotonic() - t0:.1f} s")
         for name in studio.channels:
@@ -107,6 +110,13 @@ async def _serve(cfg: StudioConfig) -> None:
         if runner is not None:
             await runner.cleanup()
         await studio.aclose()
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from agents.preflight import preflight
+
+    checks = asyncio.run(preflight(_load(args.config), _say))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def _load(path: str) -> StudioConfig:
@@ -213,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
 
+    preflight = sub.add_parser("preflight", help="check models, capacity and outputs before going live")
+    preflight.add_argument("-c", "--config", required=True)
+    preflight.set_defaults(func=cmd_preflight)
+
     render = sub.add_parser("render", help="render a channel saying TEXT into an MP4 (H.264 + AAC)")
     render.add_argument("-c", "--config", default=str(DEMO_CONFIG))
     render.add_argument("--channel", help="which channel of the config (default: the first)")
@@ -228,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--size", type=int, default=512, help="frame size of the pack (square), default 512")
     prepare.add_argument("--crop-scale", type=float, default=3.0, help="crop side / face width, default 3.0")
     prepare.set_defaults(func=cmd_avatar_prepare)
+    register_obs_setup(sub)
     return parser
 
 
@@ -241,16 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aioice", "aiortc", "asyncio", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from agents.studio import StudioError
     from models.faces import FaceModelsFetchError, FaceModelsMissing, PhotoError
 
     try:
-        args.func(args)
-    except (UserError, ConfigError, PackError, PhotoError, FaceModelsMissing, FaceModelsFetchError) as exc:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, PackError, PhotoError, FaceModelsMissing, FaceModelsFetchError, StudioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

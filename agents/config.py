@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from agents.chat.config import ChatConfig, IRCConfig, check_irc_channels
 from agents.config_base import ConfigModel as _Model
 from agents.output_config import ObsConfig, OutputsConfig
 from agents.secrets import HOW_TO, SecretRef
@@ -46,6 +47,8 @@ class IceServer(_Model):
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    admin_token: SecretRef | None = None
+    """Bearer token of the admin API (/admin/...): env:NAME or file:PATH; none: the admin API is off."""
     ice_servers: list[IceServer] = []
     candidate_addresses: Literal["auto"] | list[str] = "auto"
     """ICE host candidates the server offers. auto: 127.0.0.1 when `host` is loopback, else all."""
@@ -144,6 +147,8 @@ class ChannelConfig(_Model):
     greeting: str | None = Field(None, max_length=500)
     """Said once when the channel goes on air."""
     outputs: OutputsConfig = OutputsConfig()
+    chat: ChatConfig | None = None
+    """Live chat (IRC/Twitch and the page's chat box): commands, moderation, pacing; none: plain chat box."""
     max_chat_chars: int = Field(300, ge=10, le=2000)
 
     @field_validator("name")
@@ -190,12 +195,24 @@ class LipSyncConfig(_Model):
     max_batch: int = Field(32, ge=1, le=256)
 
 
+class AdmissionConfig(_Model):
+    """How full the box may get before a new channel is refused (each channel is measured when prepared)."""
+
+    max_utilisation: float = Field(0.8, gt=0, le=1.0)
+    """Share of the renderer thread, and of all cores, that channels may use; the rest absorbs bursts."""
+    max_loop_lag_ms: float = Field(50.0, gt=0, le=5000)
+    """The event loop running later than this (p95) means the box is full: no new channel."""
+
+
 class StudioConfig(_Model):
     server: ServerConfig = ServerConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     lipsync: LipSyncConfig = LipSyncConfig()
     llm: LLMConfig = LLMConfig()
     asr: ASRConfig = ASRConfig()
     obs: ObsConfig | None = None
+    irc: IRCConfig | None = None
+    """The studio's one IRC connection (Twitch chat); channels name their IRC channel in chat.irc_channel."""
     channels: list[ChannelConfig]
 
     @field_validator("channels")
@@ -208,6 +225,11 @@ class StudioConfig(_Model):
             if names.count(name) > 1:
                 raise ValueError(f"channel name {name!r} is used twice; fix: give every channel its own name")
         return channels
+
+    @model_validator(mode="after")
+    def _irc_channels(self) -> StudioConfig:
+        check_irc_channels(self.channels, {"irc": self.irc})
+        return self
 
     def channel(self, name: str) -> ChannelConfig:
         for ch in self.channels:
@@ -328,6 +350,7 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
         )
     problems += _unrevealed(cfg.llm.api_key, "llm.api_key")
     problems += _unrevealed(cfg.obs.password if cfg.obs else None, "obs.password")
+    problems += _unrevealed(cfg.server.admin_token, "server.admin_token")
     for i, ice in enumerate(cfg.server.ice_servers):
         problems += _unrevealed(ice.credential, f"server.ice_servers[{i}].credential")
     if problems:
@@ -362,3 +385,20 @@ def load_config(path: Path) -> StudioConfig:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (server:, lipsync:, channels:)")
     return parse_config(data, str(path), Path(path).resolve().parent)
+
+
+def parse_channel(data: object, studio: StudioConfig, base: Path) -> ChannelConfig:
+    """One more channel for a running studio (the admin API), checked exactly as if it were in the file.
+
+    It is validated next to the channels already there, so a name or IRC channel used twice is
+    caught too; error lines name its keys as `channel.<key>`.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("a channel is a JSON object like one entry of channels: in the config file")
+    whole = studio.model_dump(mode="json", exclude_none=True)
+    index = len(whole["channels"])
+    whole["channels"] = [*whole["channels"], data]
+    try:
+        return parse_config(whole, "the new channel", base).channels[index]
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(f"channels[{index}]", "channel")) from None

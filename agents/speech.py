@@ -6,7 +6,7 @@ on air while later sentences are still being synthesised.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from math import gcd
 
 import numpy as np
@@ -15,8 +15,10 @@ from scipy.signal import resample_poly
 from agents.sentences import split_sentences
 from models.lipsync.visemes import viseme_track
 from models.protocols import TTS
+from models.word_timing import word_starts
 from stream.clock import AUDIO_RATE
 from stream.frames import SpeechSegment
+from stream.program import Program
 
 
 def to_program_rate(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -29,11 +31,19 @@ def to_program_rate(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 async def speech_segments(tts: TTS, text: str, turn_id: str, fps: int) -> AsyncIterator[SpeechSegment]:
-    """Segments for `text`, sentence by sentence; each carries its sentence for captions."""
+    """Segments for `text`, sentence by sentence; each carries its sentence and word times for captions."""
     for sentence in split_sentences(text):
         caption = sentence
         async for chunk in tts.synthesize(sentence):
             pcm = to_program_rate(chunk.audio, chunk.sample_rate)
             cues = viseme_track(chunk.phonemes, fps, len(pcm) / AUDIO_RATE, chunk.audio, chunk.sample_rate)
-            yield SpeechSegment(pcm, cues, float(fps), turn_id, text=caption)
-            caption = ""  # Piper may split a sentence further: caption it once
+            words = caption.split()
+            timed = tuple(zip(word_starts(words, chunk.phonemes), words, strict=True))
+            yield SpeechSegment(pcm, cues, float(fps), turn_id, text=caption, words=timed)
+            caption = ""  # Piper may split a sentence further (rarely): caption it, and time its words, once
+
+
+def speech_deadline(program: Program) -> Callable[[], float | None]:
+    """When `program` runs out of queued speech, on the loop clock: the deadline of the channel's next
+    sentence at the shared TTS service. None while nothing is queued (wanted as soon as possible)."""
+    return lambda: program.clock_time(program.scheduled_until) if program.speaking else None

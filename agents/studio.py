@@ -15,15 +15,26 @@ from pathlib import Path
 
 from aiortc import RTCIceServer
 
+from agents.admission import Admission, AdmissionRefused, Demand, measure_demand
 from agents.channel import Channel
+from agents.chat.studio_chat import StudioChat
 from agents.config import ChannelConfig, LLMConfig, StudioConfig, VoiceConfig
+from agents.obs_setup import channel_sources, obs_link
+from models.avatars import PackError
 from models.lipsync.service import LipSyncService
 from models.protocols import LLM
 from models.tts_piper import PiperTTS
+from models.tts_service import TTSService
 from stream.clock import Clock
+from stream.encoder import encode_cost_s
+from stream.obs import ObsLink
 from stream.webrtc import restrict_host_candidates
 
 log = logging.getLogger(__name__)
+
+
+class StudioError(RuntimeError):
+    """The studio cannot go on air at all; str() lists every reason."""
 
 
 def ice_servers(cfg: StudioConfig) -> list[RTCIceServer]:
@@ -57,34 +68,89 @@ class Studio:
         self.cfg = cfg
         self.clock = clock
         self.lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
+        self.admission = Admission(
+            max_utilisation=cfg.admission.max_utilisation, max_loop_lag_ms=cfg.admission.max_loop_lag_ms
+        )
         self.channels: dict[str, Channel] = {}
+        self.demands: dict[str, Demand] = {}
+        self.failed: dict[str, str] = {}
+        """Configured channels that could not go on air, and why (shown by /healthz and the admin API)."""
         self.llm: LLM | None = None
         self.asr: object | None = None
-        self._voices: dict[tuple[str, int | None, float], PiperTTS] = {}
+        self.tts = TTSService()
+        """Every channel's sentences, by one worker, by deadline and fairly; each voice loaded once."""
         self._llm_task: asyncio.Task[None] | None = None
+        self.obs: ObsLink | None = None
+        self._obs_task: asyncio.Task[None] | None = None
+        self.chat: StudioChat | None = None
+        """The studio's chat: one IRC connection and a desk per channel with a chat: section."""
+        self._changing = asyncio.Lock()  # one channel added or removed at a time
 
     async def voice(self, cfg: VoiceConfig) -> PiperTTS:
-        key = (cfg.model, cfg.speaker, cfg.length_scale)
-        if key not in self._voices:
-            model = None if cfg.model == "builtin:joe" else Path(cfg.model)
-            loop = asyncio.get_running_loop()
-            self._voices[key] = await loop.run_in_executor(
-                None, lambda: PiperTTS.load(model, speaker=cfg.speaker, length_scale=cfg.length_scale)
-            )
-        return self._voices[key]
+        model = None if cfg.model == "builtin:joe" else Path(cfg.model)
+        return await self.tts.voice(model, speaker=cfg.speaker, length_scale=cfg.length_scale)
 
-    async def build_channel(self, cfg: ChannelConfig) -> Channel:
+    async def build_channel(self, cfg: ChannelConfig, *, starting: bool = False) -> Channel:
+        """A prepared channel that fits next to the running ones (raises AdmissionRefused if not).
+
+        While the studio starts, the event loop's lag says nothing about capacity (the model loading
+        in threads causes it), so only the measured render and encode budgets decide then.
+        """
         channel = Channel(
             cfg,
             lipsync=self.lipsync,
-            tts=await self.voice(cfg.voice),
+            tts=self.tts.channel(cfg.name, await self.voice(cfg.voice)),
             llm=lambda: self.llm,
             asr=self.asr,
             ice_servers=ice_servers(self.cfg),
             clock=self.clock,
         )
-        await channel.prepare()
+        lag_ms = 0.0 if starting else self.admission.lag.p95_ms  # before preparing: that makes the loop late
+        try:
+            await channel.prepare()
+            assert channel.face is not None
+            face, fmt, bitrate = channel.face, channel.fmt, cfg.video.bitrate_kbps * 1000
+            demand = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: measure_demand(
+                    cfg.name, fmt.fps, self.lipsync, face, encode_cost_s(fmt, face.still, bitrate=bitrate)
+                ),
+            )
+            self.admission.check(demand, list(self.demands.values()), lag_ms)
+        except BaseException:
+            await channel.aclose()
+            raise
+        self.demands[cfg.name] = demand
         return channel
+
+    async def add_channel(self, cfg: ChannelConfig, *, starting: bool = False) -> Channel:
+        """Put one more channel on air while the others run (the admin API, and start-up)."""
+        async with self._changing:
+            if cfg.name in self.channels:
+                raise ValueError(f"channel {cfg.name!r} is already on air")
+            if self.chat is not None:
+                self.chat.check_channel(cfg)
+            log.info("preparing channel %s ...", cfg.name)
+            channel = await self.build_channel(cfg, starting=starting)
+            self.channels[cfg.name] = channel
+            self.failed.pop(cfg.name, None)
+            await channel.start()
+            if self.chat is not None:
+                await self.chat.add_channel(channel)
+            if self.obs is not None:
+                self.obs.set_sources(channel_sources(self.cfg, [c.cfg for c in self.channels.values()]))
+            return channel
+
+    async def remove_channel(self, name: str) -> None:
+        async with self._changing:
+            channel = self.channels.pop(name)
+            self.demands.pop(name, None)
+            if self.chat is not None:
+                await self.chat.remove_channel(name)
+        await channel.aclose()
+        self.tts.forget(name)
+        self.lipsync.batcher.forget(name)
+        log.info("channel %s taken off air", name)
 
     async def _load_asr(self) -> None:
         from models.asr_whisper import WhisperASR
@@ -106,15 +172,41 @@ class Studio:
             log.error("LLM unavailable (%s): channels answer from their cache and canned lines", exc)
 
     async def start(self) -> None:
-        """Load voices, ASR and avatars, put every channel on air, then bring up the LLM."""
+        """Load voices, ASR and avatars, put every channel that fits on air, then bring up the LLM.
+
+        A channel that cannot go on air (a broken avatar, no headroom left) is reported and skipped:
+        it must not keep the others off air. If none can, start fails with every reason.
+        """
         restrict_host_candidates(self.cfg.server.host_candidates())
+        self.admission.lag.start()
         await self._load_asr()
         for cfg in self.cfg.channels:
-            log.info("preparing channel %s ...", cfg.name)
-            self.channels[cfg.name] = await self.build_channel(cfg)
-        for channel in self.channels.values():
-            await channel.start()
+            try:
+                await self.add_channel(cfg, starting=True)
+            except (AdmissionRefused, PackError, OSError, ValueError, RuntimeError) as exc:
+                self.failed[cfg.name] = str(exc)
+                log.error("channel %s stays off air: %s", cfg.name, exc)
+        if not self.channels:
+            reasons = "\n".join(f"  {name}: {why}" for name, why in self.failed.items())
+            raise StudioError(f"no channel could go on air:\n{reasons}")
+        self.chat = StudioChat(self.cfg, self.channels)
+        await self.chat.start()
         self._llm_task = asyncio.create_task(self._load_llm(), name="llm-load")
+
+    def start_obs_link(self) -> None:
+        """Keep the channels in OBS (obs.setup_at_start); once the web server serves their streams."""
+        self.obs = obs_link(self.cfg, [c.cfg for c in self.channels.values()])
+        if self.obs is not None:
+            self._obs_task = asyncio.create_task(self.obs.run(), name="obs-link")
+
+    def health(self) -> dict[str, object]:
+        return {
+            "channels": {name: c.stats() for name, c in self.channels.items()},
+            "failed": dict(self.failed),
+            "capacity": self.admission.budgets(list(self.demands.values())),
+            "chat": self.chat.stats() if self.chat is not None else None,
+            "obs": self.obs.info() if self.obs is not None else None,
+        }
 
     async def wait_for_llm(self) -> LLM | None:
         """Until the background LLM load is over (tests and benches wait here)."""
@@ -123,10 +215,17 @@ class Studio:
         return self.llm
 
     async def aclose(self) -> None:
+        if self._obs_task is not None:
+            self._obs_task.cancel()
+            await asyncio.gather(self._obs_task, return_exceptions=True)
+        if self.chat is not None:
+            await self.chat.aclose()
         if self._llm_task is not None and not self._llm_task.done():
             self._llm_task.cancel()
         await asyncio.gather(*(c.aclose() for c in self.channels.values()), return_exceptions=True)
+        await self.admission.lag.aclose()
         await self.lipsync.aclose()
+        await self.tts.aclose()
         aclose = getattr(self.llm, "aclose", None)
         if aclose is not None:
             await aclose()

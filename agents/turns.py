@@ -20,6 +20,8 @@ class TurnHandle:
     text: str
     source: str = "chat"  # "chat", "voice", "system"
     priority: int = 0
+    user: str = ""
+    """Who asked (a chat display name), shown by the chat ticker overlay; empty for the page and voice."""
     task: asyncio.Task[Any] | None = None
     interrupted: bool = False
     interrupt_reason: str = ""

@@ -8,6 +8,10 @@ Routes
   POST /c/{channel}/chat     {"text", "mode": "ask"|"say"} -> 202 {"turn"}: the avatar answers or says it
   POST /c/{channel}/interrupt  stop what the avatar is saying
   GET  /c/{channel}/events   server-sent events: captions and speaking state
+  GET  /c/{channel}/stream.ts  the channel as MPEG-TS (H.264 + AAC from its one encoder), for OBS
+  GET  /c/{channel}/overlay/{captions|ticker}  OBS overlay pages; the same URL streams their events
+  GET  /healthz, /metrics    per-channel state (JSON) and Prometheus metrics
+  /admin/...                 the admin API (agents/admin.py), with a bearer token
 Bad input gets a 4xx with {"error": "..."} that says what to change; it never touches another
 channel.
 """
@@ -23,15 +27,22 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.channel import Channel, ChannelBusy
+from agents.admin import add_admin_routes
+from agents.channel import Channel, ChannelBusy, ChannelPaused
+from agents.chat.desk import ChatDesk
+from agents.metrics import CONTENT_TYPE, StudioCollector, render_metrics
 from agents.studio import Studio
+from overlays import OVERLAY_EVENTS, PAGES_DIR
 from stream import WEB_DIR
+from stream.ts_stream import MpegTsServer
 from stream.webrtc import OfferError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
 STUDIO: web.AppKey[Studio] = web.AppKey("studio", Studio)
+TS_STREAMS: web.AppKey[MpegTsServer] = web.AppKey("ts_streams", MpegTsServer)
+METRICS: web.AppKey[StudioCollector] = web.AppKey("metrics", StudioCollector)
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -112,6 +123,10 @@ async def offer(request: web.Request) -> web.Response:
 async def chat(request: web.Request) -> web.Response:
     channel = _channel(request)
     body = await _json_body(request)
+    studio = request.app[STUDIO]
+    desk = studio.chat.desk(channel.name) if studio.chat is not None else None
+    if desk is not None:  # the channel has chat rules: the page's box goes through them as IRC does
+        return _desk_chat(desk, body, channel.cfg.conversation.chat, request.remote or "")
     try:
         text = clean_chat_text(body.get("text"), channel.cfg.max_chat_chars)
     except ValueError as exc:
@@ -124,7 +139,25 @@ async def chat(request: web.Request) -> web.Response:
         turn = channel.start_turn("answer" if mode == "ask" else "say", text)
     except ChannelBusy as exc:
         return _error(429, str(exc))
+    except ChannelPaused as exc:
+        return _error(409, str(exc))
     return web.json_response({"turn": turn.turn_id, "mode": mode}, status=202)
+
+
+DESK_STATUS = {"queued": 202, "done": 200, "ignored": 200, "refused": 400, "denied": 403, "limited": 429}
+
+
+def _desk_chat(desk: ChatDesk, body: dict[str, Any], default_mode: str, user: str) -> web.Response:
+    text, mode = body.get("text"), body.get("mode", default_mode)
+    if not isinstance(text, str):
+        return _error(400, "'text' must be a string")
+    if mode not in ("ask", "say"):
+        return _error(400, "'mode' must be 'ask' (the avatar answers) or 'say' (it speaks the text)")
+    result = desk.submit_page(text, mode, user=user)
+    code = DESK_STATUS[result["status"]]
+    if code >= 400:
+        return _error(code, result.get("reason", result["status"]), **result)
+    return web.json_response(result, status=code)
 
 
 async def interrupt(request: web.Request) -> web.Response:
@@ -133,8 +166,8 @@ async def interrupt(request: web.Request) -> web.Response:
     return web.json_response({"stopped": channel.interrupt("stopped from the page")})
 
 
-async def events(request: web.Request) -> web.StreamResponse:
-    channel = _channel(request)
+async def _event_stream(request: web.Request, channel: Channel, types: frozenset[str] | None) -> web.StreamResponse:
+    """Server-sent events of `channel` (only `types`, when given) until the client or the server goes."""
     try:
         listener = channel.events.listen()
     except OverflowError as exc:
@@ -143,13 +176,43 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b": connected\n\n")
     async for event in listener:
-        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+        if types is None or event.get("type") in types:
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
     return response
 
 
+async def events(request: web.Request) -> web.StreamResponse:
+    return await _event_stream(request, _channel(request), None)
+
+
+async def overlay(request: web.Request) -> web.StreamResponse:
+    """An OBS overlay page; the same URL is its event stream (an EventSource asks for text/event-stream)."""
+    channel = _channel(request)
+    name = request.match_info["overlay"]
+    if name not in OVERLAY_EVENTS:
+        return _error(404, f"no overlay {name!r}; overlays: {', '.join(sorted(OVERLAY_EVENTS))}")
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await _event_stream(request, channel, OVERLAY_EVENTS[name])
+    return web.FileResponse(PAGES_DIR / f"{name}.html")
+
+
 async def healthz(request: web.Request) -> web.Response:
-    studio = request.app[STUDIO]
-    return web.json_response({name: c.stats() for name, c in studio.channels.items()})
+    return web.json_response(request.app[STUDIO].health())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = render_metrics(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def stream_ts(request: web.Request) -> web.StreamResponse:
+    """The channel as MPEG-TS over HTTP: what OBS's Media Source plays (`avatarcast obs setup`)."""
+    channel = _channel(request)
+    return await request.app[TS_STREAMS].serve(request, channel.encoder, channel.name)
+
+
+async def _end_ts_streams(app: web.Application) -> None:
+    app[TS_STREAMS].close()
 
 
 async def _end_event_streams(app: web.Application) -> None:
@@ -161,9 +224,14 @@ async def _end_event_streams(app: web.Application) -> None:
 def make_app(studio: Studio) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[STUDIO] = studio
+    app[TS_STREAMS] = MpegTsServer()
     app.on_shutdown.append(_end_event_streams)
+    app.on_shutdown.append(_end_ts_streams)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app[METRICS] = StudioCollector(studio)
+    app.router.add_get("/metrics", metrics)
+    add_admin_routes(app, studio)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     app.router.add_get("/c/{channel}", viewer_page)
     app.router.add_get("/c/{channel}/info", info)
@@ -171,4 +239,6 @@ def make_app(studio: Studio) -> web.Application:
     app.router.add_post("/c/{channel}/chat", chat)
     app.router.add_get("/c/{channel}/events", events)
     app.router.add_post("/c/{channel}/interrupt", interrupt)
+    app.router.add_get("/c/{channel}/stream.ts", stream_ts)
+    app.router.add_get("/c/{channel}/overlay/{overlay}", overlay)
     return app

@@ -70,7 +70,7 @@ class PiperTTS:
     def sample_rate(self) -> int:
         return int(self._voice.config.sample_rate)  # type: ignore[attr-defined]
 
-    def _synthesize_blocking(self, text: str, emit, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    def synthesize_blocking(self, text: str, emit, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
         from piper import SynthesisConfig
 
         config = SynthesisConfig(speaker_id=self.speaker, length_scale=self.length_scale)
@@ -97,7 +97,7 @@ class PiperTTS:
         def emit(chunk: SpeechChunk) -> None:
             loop.call_soon_threadsafe(lambda: (ready.append(chunk), arrived.set()))
 
-        job = loop.run_in_executor(self._pool, self._synthesize_blocking, text, emit, stop)
+        job = loop.run_in_executor(self._pool, self.synthesize_blocking, text, emit, stop)
         job.add_done_callback(lambda _: arrived.set())
         try:
             while True:

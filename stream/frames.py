@@ -26,6 +26,8 @@ class SpeechSegment:
     cue_rate: float
     turn_id: str
     text: str = ""
+    words: tuple[tuple[float, str], ...] = ()
+    """(second from the segment's start, word) for word-timed captions, in order."""
     segment_id: int = field(default=0)
 
     def __post_init__(self) -> None:
@@ -38,6 +40,7 @@ class SpeechSegment:
 class EventKind(Enum):
     SEGMENT_STARTED = "segment_started"
     SEGMENT_FINISHED = "segment_finished"
+    WORD = "word"  # a word of a segment began to be heard (text: the word)
 
 
 @dataclass(frozen=True, slots=True)

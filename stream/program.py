@@ -35,7 +35,11 @@ MAX_LAG_S = 0.5
 
 
 class FrameSource(Protocol):
-    """Renders the channel's face for consecutive video frames."""
+    """Renders the channel's face for consecutive video frames.
+
+    A source may also define `attach(program)`: the Program calls it once, so a source that shares
+    a renderer with other channels can schedule each render by when its frames air (`Program.due`).
+    """
 
     async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
         """Frames first .. first+len(cues)-1 -> uint8 (n, height, width, 3) RGB.
@@ -68,6 +72,7 @@ class _Slot:
     end: int
     started: bool = False
     cut: bool = False
+    words_aired: int = 0
 
 
 class Program:
@@ -103,12 +108,21 @@ class Program:
         self._need_frames = asyncio.Event()
         self._segment_ids = 0
         self._epoch = 0  # bumped when rendered-ahead frames become wrong (a cut)
+        self._t0: float | None = None  # clock time of timeline second 0 while running live
+        attach = getattr(source, "attach", None)
+        if attach is not None:
+            attach(self)
 
     # ------------------------------------------------------------------ timeline
     @property
     def position(self) -> float:
         """Seconds of program emitted so far."""
         return self._audio_pos / AUDIO_RATE
+
+    @property
+    def video_position(self) -> float:
+        """Seconds of video emitted so far (equals `position` within a frame: both come from one clock)."""
+        return self._video_next / self.fmt.fps
 
     @property
     def scheduled_until(self) -> float:
@@ -119,6 +133,19 @@ class Program:
     @property
     def speaking(self) -> bool:
         return bool(self._slots)
+
+    def clock_time(self, second: float) -> float | None:
+        """The clock time (the event loop's, for a live program) at which timeline `second` goes on air.
+
+        Shared services schedule a channel's work by it: the frame, or the speech, needed on air
+        first is made first. None until the program runs on a real-time clock (then it is wanted
+        as soon as possible).
+        """
+        return None if self._t0 is None else self._t0 + second
+
+    def due(self, frame: int) -> float | None:
+        """The clock time at which video frame `frame` goes on air (see clock_time)."""
+        return self.clock_time(self.fmt.frame_start(frame) / AUDIO_RATE)
 
     def add_listener(self, listener: Callable[[ProgramEvent], None]) -> None:
         self._listeners.append(listener)
@@ -198,6 +225,7 @@ class Program:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._first_frame(), FIRST_FRAME_TIMEOUT_S)
             t0 = self.clock.now() - self._audio_pos / AUDIO_RATE
+            self._t0 = t0 if self.clock.realtime else None
             while stop_at is None or self._audio_pos < stop_at:
                 next_audio = self._audio_pos
                 next_video = self.fmt.frame_start(self._video_next)
@@ -209,12 +237,14 @@ class Program:
                         self.stats["rebases"] += 1
                         t0 += lag
                         due += lag
+                        self._t0 = t0
                 await self.clock.sleep_until(due)
                 if next_audio <= next_video:
                     self._emit_audio()
                 else:
                     await self._emit_video()
         finally:
+            self._t0 = None
             renderer.cancel()
             await asyncio.gather(renderer, return_exceptions=True)
 
@@ -235,6 +265,7 @@ class Program:
             if not slot.started and slot.start < b:
                 slot.started = True
                 self._publish(EventKind.SEGMENT_STARTED, slot, slot.start)
+            self._air_words(slot, min(b, slot.end))
         while self._slots and self._slots[0].end <= b:
             slot = self._slots.popleft()
             self._publish(EventKind.SEGMENT_FINISHED, slot, slot.end)
@@ -306,12 +337,30 @@ class Program:
                 count,
             )
 
-    def _publish(self, kind: EventKind, slot: _Slot, sample: int) -> None:
+    def _air_words(self, slot: _Slot, until: int) -> None:
+        """Report the words whose sound starts before sample `until` (a cut segment's later words never air)."""
+        words = slot.segment.words
+        while slot.words_aired < len(words):
+            offset, word = words[slot.words_aired]
+            at = slot.start + round(offset * AUDIO_RATE)
+            if at >= until:
+                return
+            slot.words_aired += 1
+            self._publish(EventKind.WORD, slot, at, word)
+
+    def _publish(self, kind: EventKind, slot: _Slot, sample: int, text: str | None = None) -> None:
         seg = slot.segment
         played = (slot.end - slot.start) / AUDIO_RATE if kind is EventKind.SEGMENT_FINISHED else 0.0
         duration = len(seg.pcm) / AUDIO_RATE
         event = ProgramEvent(
-            kind, seg.turn_id, seg.segment_id, seg.text, sample / AUDIO_RATE, played, duration, slot.cut
+            kind,
+            seg.turn_id,
+            seg.segment_id,
+            seg.text if text is None else text,
+            sample / AUDIO_RATE,
+            played,
+            duration,
+            slot.cut,
         )
         for listener in self._listeners:
             try:

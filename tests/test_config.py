@@ -150,3 +150,11 @@ def test_cli_reports_a_bad_config_without_traceback(tmp_path: Path, capsys: pyte
     assert main(["serve", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert "channels[0].video.fps" in err and "Traceback" not in err
+
+
+def test_the_studio_example_is_valid_and_has_four_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATARCAST_ADMIN_TOKEN", "x")
+    cfg = load_config(PROJECT_ROOT / "configs" / "studio.yaml")
+    assert [c.name for c in cfg.channels] == ["shop", "games", "kitchen", "lounge"]
+    assert len({(c.avatar.background, c.video.width, c.persona.name) for c in cfg.channels}) == 4
+    assert cfg.server.admin_token is not None and str(cfg.server.admin_token) == "env:AVATARCAST_ADMIN_TOKEN"

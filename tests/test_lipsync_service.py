@@ -1,16 +1,20 @@
-"""The shared lip-sync service: jobs from many channels rendered in one batched call."""
+"""The shared lip-sync service: jobs from many channels rendered in one batched call, by deadline."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from agents.face_source import FaceSource
 from models.avatars import resolve_pack
 from models.lipsync.idle import IdleMotion
-from models.lipsync.params import JAW
+from models.lipsync.params import JAW, N_MOUTH
 from models.lipsync.service import LipSyncService, Overloaded
+from stream.clock import VideoFormat
+from stream.program import Program
 
 SIZE = (256, 256)
 
@@ -30,7 +34,7 @@ def poses(seed: int, n: int, jaw: float) -> np.ndarray:
 
 async def test_jobs_of_several_channels_share_one_call(service: LipSyncService) -> None:
     pack = resolve_pack("builtin:nova")
-    faces = [service.prepare(pack, SIZE) for _ in range(4)]  # four channels with their own prepared face
+    faces = [service.prepare(pack, SIZE) for _ in range(4)]  # four channels showing the same pack
     jobs = [poses(i, 2, jaw=0.2 * i) for i in range(4)]
     results = await asyncio.gather(*(service.render(f, p) for f, p in zip(faces, jobs, strict=True)))
     assert service.stats["batches"] == 1 and service.batch_sizes == {8: 1}, "4 jobs x 2 frames, one call"
@@ -76,3 +80,71 @@ async def test_bad_pose_shape_is_refused(service: LipSyncService) -> None:
     face = service.prepare(resolve_pack("builtin:nova"), SIZE)
     with pytest.raises(ValueError, match="shape"):
         await service.render(face, np.zeros((2, 3), np.float32))
+
+
+def test_channels_showing_one_pack_share_its_prepared_face(service: LipSyncService) -> None:
+    pack = resolve_pack("builtin:nova")
+    face = service.prepare(pack, SIZE)
+    assert service.prepare(pack, SIZE) is face, "prepared once, its tensors shared read-only"
+    assert service.prepare(pack, (128, 128)) is not face and service.prepare(pack, (128, 128)).size == (128, 128)
+
+
+async def test_channels_with_different_faces_share_one_call_without_cross_talk(service: LipSyncService) -> None:
+    nova = service.prepare(resolve_pack("builtin:nova"), SIZE)
+    faces = {
+        "ch-pack": nova,
+        "ch-green": service.with_background(nova, (0, 177, 64)),
+        "ch-blue": service.with_background(nova, (0, 71, 187)),
+    }
+    due = asyncio.get_running_loop().time() + 5.0
+    jobs = {name: poses(i, 2, jaw=0.3 * i) for i, name in enumerate(faces)}
+    results = await asyncio.gather(*(service.render(faces[name], jobs[name], deadline=due, key=name) for name in faces))
+    assert service.batch_sizes == {6: 1}, "three channels x 2 frames, one tensor call"
+    for (name, face), frames in zip(faces.items(), results, strict=True):
+        alone = service.render_now([face] * 2, jobs[name])
+        assert np.abs(frames.astype(int) - alone.astype(int)).max() <= 1, f"{name} got another channel's frames"
+    corners = [tuple(frames[0, 2, 2]) for frames in results]
+    assert corners[1] == (0, 177, 64) and corners[2] == (0, 71, 187) and corners[0] not in corners[1:]
+    keys = service.metrics()["keys"]
+    assert {name: keys[name]["items"] for name in faces} == dict.fromkeys(faces, 2)
+    assert service.metrics()["deadline_misses"] == 0
+
+
+async def test_batching_off_renders_every_job_alone() -> None:
+    service = LipSyncService("cpu", batching=False)
+    face = service.prepare(resolve_pack("builtin:nova"), SIZE)
+    try:
+        await asyncio.gather(*(service.render(face, poses(i, 2, 0.1), key=f"ch{i}") for i in range(3)))
+        assert service.batch_sizes == {2: 3}, "one call per job"
+    finally:
+        await service.aclose()
+
+
+class _ClockedSink:
+    """Records when each frame reached the sink and when the Program said it was due."""
+
+    def __init__(self, program_due: Callable[[int], float | None]) -> None:
+        self.due = program_due
+        self.aired: list[tuple[float, float | None]] = []
+
+    def on_audio(self, pcm: np.ndarray, sample: int) -> None:
+        pass
+
+    def on_video(self, image: np.ndarray, frame: int) -> None:
+        self.aired.append((asyncio.get_running_loop().time(), self.due(frame)))
+
+    async def ready(self) -> None:
+        pass
+
+
+async def test_a_channels_frames_are_keyed_and_due_when_they_air(service: LipSyncService) -> None:
+    face = service.prepare(resolve_pack("builtin:nova"), SIZE)
+    source = FaceSource(face, service, IdleMotion(1, 25))
+    sink = _ClockedSink(lambda frame: None)
+    program = Program(VideoFormat(*SIZE, 25), source, sink, cue_dims=N_MOUTH, name="ch-a")
+    sink.due = program.due
+    assert program.due(0) is None, "before it runs live, a frame is wanted as soon as possible"
+    await program.run(until=0.4)
+    assert len(sink.aired) == 10
+    assert all(due is not None and abs(at - due) < 0.1 for at, due in sink.aired), sink.aired
+    assert service.metrics()["keys"]["ch-a"]["completed"] >= 10, "the channel's name keys its renders"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.request
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -88,8 +88,8 @@ async def test_the_channel_reaches_the_ingest_and_comes_back_after_it_restarts(
         assert viewer.got.video_rate(outage_start) >= 0.9 * 25
 
         # the key is nowhere: not in the logs, the reported state or the health page
-        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
-            health = response.read().decode()
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as response:
+            health = await response.text()
         assert "rtmp" in health and "/***" in health
         for text in (caplog.text, health, json.dumps(output.info())):
             assert KEY not in text

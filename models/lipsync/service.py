@@ -1,43 +1,42 @@
-"""The process's one lip-sync service: render jobs from every channel, batched.
+"""The process's one lip-sync service: render jobs from every channel, batched by deadline.
 
-Channels ask for a few frames at a time; whatever jobs wait when the render thread becomes
-free are rendered together, one tensor call per (pack kind, frame size). With N talking
-channels that is one batched call instead of N small ones — the thing peers do not do
-(notes/anchors.md). The queue is bounded: when it holds `max_queue_frames`, a new job fails at
-once with Overloaded and the channel shows its previous frame instead of waiting.
+Channels ask for a frame or two at a time, each due on air at a known loop time. The shared
+deadline batcher (models/batcher.py) gathers the jobs of all channels into one batch — closing it
+when it is full or when waiting longer would make the earliest frame late — and the render
+thread draws it with one tensor call per (pack kind, frame size). With N talking channels that is
+one batched call instead of N small ones, the thing peers do not do (notes/anchors.md). The queue
+is bounded (in total and per channel): when it is full a new job fails at once with Overloaded and
+the channel shows its previous frame instead of waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
-import logging
+import threading
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from models.avatars import PackError, pack_kind
+from models.batcher import DeadlineBatcher, Expired, Overloaded
 from models.devices import resolve_device
 from models.lipsync.base import FaceRenderer, PreparedFace
 from models.lipsync.params import N_PARAMS, neutral
 
-log = logging.getLogger(__name__)
+__all__ = ["Expired", "LipSyncService", "Overloaded"]
+
+MAX_WAIT_S = 0.02
+"""A batch waits at most half a 25 fps frame for more channels' jobs (less when a deadline is near)."""
 
 
-class Overloaded(RuntimeError):
-    """The render queue is full; the caller should reuse its last frame."""
-
-
-@dataclass(slots=True)
-class _Job:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RenderJob:
     face: PreparedFace
     params: np.ndarray
-    future: asyncio.Future[np.ndarray]
 
 
 def _make_renderer(kind: str, device: torch.device) -> FaceRenderer:
@@ -51,19 +50,52 @@ def _make_renderer(kind: str, device: torch.device) -> FaceRenderer:
 
 
 class LipSyncService:
-    def __init__(self, device: str = "auto", *, max_batch: int = 32, max_queue_frames: int = 512) -> None:
+    """Frames for every channel. `batching=False` renders one job per call (benchmarks compare)."""
+
+    def __init__(
+        self,
+        device: str = "auto",
+        *,
+        max_batch: int = 32,
+        max_queue_frames: int = 512,
+        batching: bool = True,
+        max_wait_s: float = MAX_WAIT_S,
+    ) -> None:
         self.device = resolve_device(device)
-        self.max_batch = max_batch
-        self.max_queue_frames = max_queue_frames
+        self.batcher: DeadlineBatcher[_RenderJob, np.ndarray] = DeadlineBatcher(
+            self._render_batch,
+            name="lipsync",
+            max_batch=max_batch,
+            max_queue=max_queue_frames,
+            max_queue_per_key=max(max_batch, max_queue_frames // 4),
+            max_wait_s=max_wait_s,
+            batching=batching,
+        )
         self._renderers: dict[str, FaceRenderer] = {}
-        self._queue: deque[_Job] = deque()
-        self._queued_frames = 0
-        self._wakeup = asyncio.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lipsync")
-        self._worker: asyncio.Task[None] | None = None
+        self._faces: dict[tuple[Path, tuple[int, int], int], PreparedFace] = {}
+        self._prepare_lock = threading.Lock()  # channels prepare in executor threads
+        self._stats_lock = threading.Lock()  # the render thread counts, the loop reads
         self.stats: Counter[str] = Counter()
+        """Per tensor call: batches (calls), frames, errors; rejected: jobs refused (Overloaded)."""
         self.batch_sizes: Counter[int] = Counter()
+        """Tensor calls by frames in the call."""
         self.render_seconds = 0.0
+
+    @property
+    def max_batch(self) -> int:
+        return self.batcher.max_batch
+
+    @max_batch.setter
+    def max_batch(self, frames: int) -> None:
+        self.batcher.max_batch = frames
+
+    @property
+    def max_queue_frames(self) -> int:
+        return self.batcher.max_queue
+
+    @max_queue_frames.setter
+    def max_queue_frames(self, frames: int) -> None:
+        self.batcher.max_queue = frames
 
     def renderer(self, kind: str) -> FaceRenderer:
         if kind not in self._renderers:
@@ -71,8 +103,20 @@ class LipSyncService:
         return self._renderers[kind]
 
     def prepare(self, pack_dir: Path, size: tuple[int, int]) -> PreparedFace:
-        """Load a pack for frames of `size` (blocking: run it in an executor)."""
-        return self.renderer(pack_kind(pack_dir)).prepare(pack_dir, size)
+        """Load a pack for frames of `size` (blocking: run it in an executor).
+
+        Channels showing the same pack at the same size share one prepared face (its tensors are
+        only read), so a batch of them indexes one table instead of stacking a copy per channel
+        (that stacking was 7-16 % of an 8-channel batch's render time on CPU). A pack prepared
+        anew on disk (a newer pack.json) loads anew.
+        """
+        pack_dir = Path(pack_dir)
+        manifest = pack_dir / "pack.json"
+        key = (pack_dir.resolve(), (size[0], size[1]), manifest.stat().st_mtime_ns if manifest.is_file() else 0)
+        with self._prepare_lock:
+            if key not in self._faces:
+                self._faces[key] = self.renderer(pack_kind(pack_dir)).prepare(pack_dir, size)
+            return self._faces[key]
 
     def with_background(self, face: PreparedFace, rgb: tuple[int, int, int]) -> PreparedFace:
         """The same drawn face over a flat colour (a chroma key background for OBS).
@@ -94,72 +138,74 @@ class LipSyncService:
             raise ValueError(f"one call renders one pack kind and size, got {sorted(kinds)}")
         return self.renderer(faces[0].kind).render(faces, params)
 
-    async def render(self, face: PreparedFace, params: np.ndarray) -> np.ndarray:
-        """Frames for one channel (params: (n, N_PARAMS)) -> uint8 (n, H, W, 3), batched with others."""
-        if params.ndim != 2 or params.shape[1] != N_PARAMS:
-            raise ValueError(f"params must have shape (n, {N_PARAMS}), got {params.shape}")
-        if self._queued_frames + len(params) > self.max_queue_frames:
-            self.stats["rejected"] += 1
-            raise Overloaded(f"lip-sync queue full ({self._queued_frames} frames waiting)")
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name="lipsync-batcher")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(face, params, future))
-        self._queued_frames += len(params)
-        self._wakeup.set()
+    async def render(
+        self,
+        face: PreparedFace,
+        params: np.ndarray,
+        deadline: float | None = None,
+        key: str = "",
+        expires: float | None = None,
+    ) -> np.ndarray:
+        """Frames for one channel (params: (n, N_PARAMS)) -> uint8 (n, H, W, 3), batched with others.
+
+        `deadline`: the loop time the first frame goes on air (None: as soon as possible); `key`:
+        the channel, for fairness and per-channel counters; `expires`: when the last frame goes on
+        air (after that they are of no use). Raises Overloaded when the queue is full, and Expired
+        (an Overloaded) when the frames could no longer be ready in time and were not rendered.
+        """
+        if params.ndim != 2 or params.shape[1] != N_PARAMS or not len(params):
+            raise ValueError(f"params must have shape (n >= 1, {N_PARAMS}), got {params.shape}")
+        try:
+            future = self.batcher.submit(
+                key or "unnamed", _RenderJob(face, params), cost=len(params), deadline=deadline, expires=expires
+            )
+        except Overloaded:
+            with self._stats_lock:
+                self.stats["rejected"] += 1
+            raise
         return await future
 
-    def _take_batch(self) -> list[_Job]:
-        jobs: list[_Job] = []
-        frames = 0
-        while self._queue and (not jobs or frames + len(self._queue[0].params) <= self.max_batch):
-            job = self._queue.popleft()
-            self._queued_frames -= len(job.params)
-            if job.future.done():  # the channel gave up (cancelled)
-                continue
-            jobs.append(job)
-            frames += len(job.params)
-        return jobs
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            groups: dict[tuple[str, tuple[int, int]], list[_Job]] = {}
-            for job in self._take_batch():
-                groups.setdefault((job.face.kind, job.face.size), []).append(job)
-            for (kind, _), jobs in groups.items():
-                faces = [job.face for job in jobs for _ in range(len(job.params))]
-                params = np.concatenate([job.params for job in jobs]).astype(np.float32, copy=False)
-                t0 = time.perf_counter()
-                try:
-                    frames = await loop.run_in_executor(self._pool, self.renderer(kind).render, faces, params)
-                except Exception as exc:
+    def _render_batch(self, jobs: list[_RenderJob]) -> list[np.ndarray | BaseException]:
+        """The batch function (render thread): one tensor call per (pack kind, size); a failing call fails its jobs."""
+        results: list[np.ndarray | BaseException] = [RuntimeError("not rendered")] * len(jobs)
+        groups: dict[tuple[str, tuple[int, int]], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.face.kind, job.face.size), []).append(i)
+        for (kind, _), members in groups.items():
+            faces = [jobs[i].face for i in members for _ in range(len(jobs[i].params))]
+            params = np.concatenate([jobs[i].params for i in members]).astype(np.float32, copy=False)
+            t0 = time.perf_counter()
+            try:
+                frames = self.renderer(kind).render(faces, params)
+            except Exception as exc:
+                with self._stats_lock:
                     self.stats["errors"] += 1
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
+                for i in members:
+                    results[i] = exc
+                continue
+            with self._stats_lock:
                 self.render_seconds += time.perf_counter() - t0
                 self.stats["batches"] += 1
                 self.stats["frames"] += len(params)
                 self.batch_sizes[len(params)] += 1
-                start = 0
-                for job in jobs:
-                    end = start + len(job.params)
-                    if not job.future.done():
-                        job.future.set_result(frames[start:end])
-                    start = end
+            start = 0
+            for i in members:
+                end = start + len(jobs[i].params)
+                results[i] = frames[start:end]
+                start = end
+        return results
+
+    def metrics(self) -> dict[str, Any]:
+        """For /metrics: the batcher's numbers (jobs, queue, deadline misses, per channel) and the tensor calls."""
+        with self._stats_lock:
+            calls = {
+                "calls": self.stats["batches"],
+                "frames": self.stats["frames"],
+                "errors": self.stats["errors"],
+                "render_seconds": self.render_seconds,
+                "call_sizes": dict(sorted(self.batch_sizes.items())),
+            }
+        return {**self.batcher.metrics(), "tensor": calls}
 
     async def aclose(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-        for job in self._queue:
-            if not job.future.done():
-                job.future.cancel()
-        self._queue.clear()
-        self._pool.shutdown(wait=True)
+        await self.batcher.aclose()

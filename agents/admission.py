@@ -1,0 +1,132 @@
+"""Admission control: a channel goes on air only if the box can still hold every channel's frame rate.
+
+Each channel is priced when it is prepared, by measuring it: the seconds the lip-sync renderer
+takes per frame of its face (at a typical batch) and the seconds its encoder takes per frame.
+Its demand is that times its frame rate, in CPU seconds per second. The renderer is one thread
+(so all channels' rendering must fit in one core), and rendering plus encoding must fit in the
+machine's cores, each kept below `max_utilisation` so bursts (speech, viewers joining, ASR) do not
+push running channels below their frame rate. A loop already lagging refuses new channels too.
+Refusals say which budget is short, by how much, and what to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.lipsync.params import neutral
+from models.lipsync.service import LipSyncService
+
+RENDER_BATCH = 8
+"""Frames per calibration render: about what a channel's render-ahead and its neighbours batch up."""
+
+
+class AdmissionRefused(RuntimeError):
+    """Adding the channel would push the running ones below their frame rate; str() says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one channel costs, measured."""
+
+    name: str
+    fps: int
+    render_s: float  # renderer seconds per frame
+    encode_s: float  # encoder seconds per frame
+
+    @property
+    def render_load(self) -> float:
+        return self.fps * self.render_s
+
+    @property
+    def cpu_load(self) -> float:
+        return self.fps * (self.render_s + self.encode_s)
+
+
+def measure_demand(name: str, fps: int, lipsync: LipSyncService, face: object, encode_s: float) -> Demand:
+    """Price a prepared face (blocking: tens of milliseconds; run it in an executor)."""
+    params = neutral(RENDER_BATCH)
+    lipsync.render_now([face] * RENDER_BATCH, params)  # warm: the first call pays one-off set-up
+    times = []
+    for _ in range(3):  # the fastest of three: what the work costs, not what a busy moment cost
+        t0 = time.perf_counter()
+        lipsync.render_now([face] * RENDER_BATCH, params)
+        times.append(time.perf_counter() - t0)
+    return Demand(name, fps, min(times) / RENDER_BATCH, encode_s)
+
+
+class LoopLag:
+    """How late the event loop wakes up (a sleep of `interval_s` that takes longer), recent p95."""
+
+    def __init__(self, interval_s: float = 0.1, keep: int = 30) -> None:
+        self.interval_s = interval_s
+        self._lags: deque[float] = deque(maxlen=keep)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self._lags.append(max(0.0, loop.time() - t0 - self.interval_s))
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self._lags, 95)) * 1000 if self._lags else 0.0
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Admission:
+    def __init__(self, *, max_utilisation: float, max_loop_lag_ms: float, cores: int | None = None) -> None:
+        self.max_utilisation = max_utilisation
+        self.max_loop_lag_ms = max_loop_lag_ms
+        self.cores = cores or len(os.sched_getaffinity(0))
+        self.lag = LoopLag()
+
+    def budgets(self, running: list[Demand]) -> dict[str, float]:
+        """What is used and what is allowed, in CPU seconds per second (for /healthz and preflight)."""
+        return {
+            "render_used": round(sum(d.render_load for d in running), 3),
+            "render_limit": round(self.max_utilisation, 3),
+            "cpu_used": round(sum(d.cpu_load for d in running), 3),
+            "cpu_limit": round(self.max_utilisation * self.cores, 3),
+            "loop_lag_p95_ms": round(self.lag.p95_ms, 1),
+        }
+
+    def check(self, new: Demand, running: list[Demand], lag_ms: float) -> None:
+        """Raise AdmissionRefused when `new` does not fit next to `running` (the loop `lag_ms` late)."""
+        render = sum(d.render_load for d in running) + new.render_load
+        cpu = sum(d.cpu_load for d in running) + new.cpu_load
+        fix = "fix: a smaller video size or frame rate for it, fewer channels, or a GPU (lipsync.device: cuda)"
+        if render > self.max_utilisation:
+            raise AdmissionRefused(
+                f"channel {new.name} needs {new.render_load * 1000:.0f} ms of face rendering per second "
+                f"({new.render_s * 1000:.1f} ms a frame at {new.fps} fps); the renderer would be "
+                f"{render:.0%} busy, over its {self.max_utilisation:.0%} limit with {len(running)} channels "
+                f"running; {fix}"
+            )
+        if cpu > self.max_utilisation * self.cores:
+            raise AdmissionRefused(
+                f"channel {new.name} needs {new.cpu_load:.2f} CPU s/s (render + encode); the studio would use "
+                f"{cpu:.2f} of its {self.max_utilisation * self.cores:.2f} on {self.cores} cores; {fix}"
+            )
+        if running and lag_ms > self.max_loop_lag_ms:
+            raise AdmissionRefused(
+                f"the event loop already runs {lag_ms:.0f} ms late (p95; limit "
+                f"{self.max_loop_lag_ms:.0f} ms): the running channels are at their limit; fix: fewer channels here"
+            )

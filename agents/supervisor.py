@@ -1,0 +1,55 @@
+"""Keep a channel's long-running work alive: restart it with backoff when it fails.
+
+One channel's failure must never stall another, and must not leave its own viewers with a dead
+picture: the failed task is logged with its reason, counted, and started again — at once the
+first time (its viewers see the picture stop for a frame or two at most), then with a growing
+pause if it keeps failing, so a broken pipeline cannot spin a core. A task that ran well for a
+while starts its next outage from the shortest pause again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class Supervised:
+    """Runs `factory()` until cancelled; restarts it whenever it raises (or returns early)."""
+
+    def __init__(
+        self,
+        what: str,
+        factory: Callable[[], Awaitable[None]],
+        *,
+        backoff_s: tuple[float, float] = (0.0, 5.0),
+        healthy_after_s: float = 30.0,
+    ) -> None:
+        self.what = what
+        self.factory = factory
+        self.backoff_s = backoff_s
+        self.healthy_after_s = healthy_after_s
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        delay = self.backoff_s[0]
+        while True:
+            started = time.monotonic()
+            failure: BaseException | None = None
+            try:
+                await self.factory()
+                self.last_error = "stopped on its own"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure, self.last_error = exc, f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - started > self.healthy_after_s:
+                delay = self.backoff_s[0]  # it ran well for a while: a fresh outage
+            self.restarts += 1
+            log.error("%s failed (%s); restarting in %.1f s", self.what, self.last_error, delay, exc_info=failure)
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.1), self.backoff_s[1])
