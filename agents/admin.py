@@ -56,9 +56,8 @@ async def _bearer(request: web.Request, handler: Any) -> web.StreamResponse:
     return await handler(request)
 
 
-def _channel(request: web.Request) -> Channel:
-    studio = request.app[ADMIN_STUDIO]
-    name = request.match_info["channel"]
+def find_channel(studio: Studio, name: str) -> Channel:
+    """The channel on air by that name, or 404 with the names there are (every route's lookup)."""
     channel = studio.channels.get(name)
     if channel is None:
         raise web.HTTPNotFound(
@@ -66,6 +65,10 @@ def _channel(request: web.Request) -> Channel:
             content_type="application/json",
         )
     return channel
+
+
+def _channel(request: web.Request) -> Channel:
+    return find_channel(request.app[ADMIN_STUDIO], request.match_info["channel"])
 
 
 def _summary(channel: Channel) -> dict[str, Any]:

@@ -59,18 +59,11 @@ def cmd_setup(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- serve / demo
 def _check_port_free(host: str, port: int) -> None:
-    import socket
+    from agents.preflight import port_problem
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UserError(
-                f"cannot listen on {host}:{port}: {exc.strerror}; "
-                "fix: free the port, or choose another with --port or server.port"
-            ) from None
+    problem = port_problem(host, port)
+    if problem:
+        raise UserError(f"cannot listen on {problem}")
 
 
 async def _serve(cfg: StudioConfig) -> None:

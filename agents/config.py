@@ -193,6 +193,8 @@ class ASRConfig(_Model):
 class LipSyncConfig(_Model):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(32, ge=1, le=256)
+    cpu_threads: int | None = Field(None, ge=1, le=256)
+    """Threads the CPU renderer uses; none: half the cores (the rest encode, listen and speak)."""
 
 
 class AdmissionConfig(_Model):

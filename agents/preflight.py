@@ -38,14 +38,15 @@ async def _tcp(host: str, port: int) -> str:
     return ""
 
 
-def _port_free(host: str, port: int) -> str:
+def port_problem(host: str, port: int) -> str:
+    """'' when the studio could listen on host:port, else why not and the fix (serve checks it too)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            return f"{host}:{port} is taken ({exc.strerror}); fix: free it or change server.port"
+            return f"{host}:{port}: {exc.strerror}; fix: free the port, or choose another with --port or server.port"
     return ""
 
 
@@ -63,7 +64,7 @@ async def preflight(cfg: StudioConfig, say: Callable[[str], None]) -> list[Check
         say(f"  {'ok  ' if result.ok else 'FAIL'}  {what}: {result.detail}")
 
     async def port() -> str:
-        return _port_free(cfg.server.host, cfg.server.port)
+        return port_problem(cfg.server.host, cfg.server.port)
 
     say("avatarcast preflight")
     await check(f"port {cfg.server.port}", port)

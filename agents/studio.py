@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from pathlib import Path
 
+import torch
 from aiortc import RTCIceServer
 
 from agents.admission import Admission, AdmissionRefused, Demand, measure_demand
@@ -68,6 +70,8 @@ class Studio:
         self.cfg = cfg
         self.clock = clock
         self.lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
+        if self.lipsync.device.type == "cpu":  # torch's default takes every core, and fights the encoders
+            torch.set_num_threads(cfg.lipsync.cpu_threads or max(1, len(os.sched_getaffinity(0)) // 2))
         self.admission = Admission(
             max_utilisation=cfg.admission.max_utilisation, max_loop_lag_ms=cfg.admission.max_loop_lag_ms
         )

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.admin import add_admin_routes
+from agents.admin import add_admin_routes, find_channel
 from agents.channel import Channel, ChannelBusy, ChannelPaused
 from agents.chat.desk import ChatDesk
 from agents.metrics import CONTENT_TYPE, StudioCollector, render_metrics
@@ -50,15 +50,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 def _channel(request: web.Request) -> Channel:
-    studio = request.app[STUDIO]
-    name = request.match_info["channel"]
-    channel = studio.channels.get(name)
-    if channel is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(studio.channels)}),
-            content_type="application/json",
-        )
-    return channel
+    return find_channel(request.app[STUDIO], request.match_info["channel"])
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -29,8 +29,10 @@ from models.lipsync.params import N_PARAMS, neutral
 
 __all__ = ["Expired", "LipSyncService", "Overloaded"]
 
-MAX_WAIT_S = 0.02
-"""A batch waits at most half a 25 fps frame for more channels' jobs (less when a deadline is near)."""
+MAX_WAIT_S = 0.005
+"""A batch waits at most this long for more channels' jobs (less when a deadline is near). Short: on
+a CPU a batch saves little per frame, and every millisecond waited is slack taken from the frame;
+jobs that queue while the renderer is busy batch anyway."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
