@@ -273,10 +273,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds after a level's channels start")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    ap.add_argument("--torch-threads", type=int, default=None, help="torch's intra-op threads (default: torch's)")
+    ap.add_argument("--torch-threads", type=int, default=None, help="renderer threads (default: half the cores)")
     args = ap.parse_args()
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(args.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2))
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(run(args))
     if args.json:
