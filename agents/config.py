@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agents.chat.config import ChatConfig, IRCConfig, check_irc_channels
 from agents.config_base import ConfigModel as _Model
+from agents.config_errors import format_errors
 from agents.output_config import ObsConfig, OutputsConfig
-from agents.secrets import HOW_TO, SecretRef
+from agents.secrets import SecretRef
 from models.avatars import PackError, resolve_pack
 from stream.clock import SUPPORTED_FPS
 
@@ -240,60 +241,7 @@ class StudioConfig(_Model):
         raise KeyError(f"no channel {name!r}; channels: {', '.join(c.name for c in self.channels)}")
 
 
-# ---------------------------------------------------------------------- loading and errors
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not str(part).startswith(("function-", "literal[", "list[", "str", "int")):
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = StudioConfig
-    for part in loc:
-        if model is None or isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return model
-        ann = field.annotation
-        inner = getattr(ann, "__args__", (ann,))
-        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return model
-
-
-def _fix(err: dict[str, Any]) -> str:
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind == "extra_forbidden":
-        model = _model_at(err["loc"][:-1])
-        allowed = ", ".join(model.model_fields) if model else "see README"
-        return f"unknown key; fix: remove it or correct the spelling (allowed here: {allowed})"
-    if kind == "missing":
-        return "required; fix: add it"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    return err["msg"][0].lower() + err["msg"][1:]
-
-
-def format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source} is not a valid avatarcast config:"]
-    for err in exc.errors():
-        fix = _fix(err)
-        if err["type"] in ("missing", "extra_forbidden") or isinstance(err["input"], (dict, list)):
-            shown = ""
-        elif HOW_TO in fix:  # a secret written in the file must not be echoed into logs
-            shown = "(value hidden) — "
-        else:
-            shown = f"{err['input']!r} — "
-        lines.append(f"  {_loc(err['loc'])}: {shown}{fix}")
-    return "\n".join(lines)
-
-
+# ---------------------------------------------------------------------- loading
 def _unrevealed(secret: SecretRef | None, where: str) -> list[str]:
     """[] when `secret` is absent or can be read, else the problem line."""
     try:
@@ -364,7 +312,7 @@ def parse_config(data: object, source: str = "config", base: Path | None = None)
     try:
         cfg = StudioConfig.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(format_errors(source, exc)) from None
+        raise ConfigError(format_errors(source, exc, StudioConfig)) from None
     try:
         return _resolve_paths(cfg, base or Path.cwd())
     except ConfigError as exc:
