@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from models.lipsync.visemes import timings_from_alignment
@@ -85,29 +85,51 @@ class PiperTTS:
             )
 
     async def synthesize(self, text: str) -> AsyncIterator[SpeechChunk]:
-        if len(text) > MAX_TEXT_CHARS:
-            raise TTSError(f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} per call")
-        if not text.strip():
-            return
         loop = asyncio.get_running_loop()
-        ready: deque[SpeechChunk] = deque()
-        arrived = asyncio.Event()
-        stop = threading.Event()
+        async for chunk in relay_chunks(
+            text, lambda emit, stop: loop.run_in_executor(self._pool, self.synthesize_blocking, text, emit, stop)
+        ):
+            yield chunk
 
-        def emit(chunk: SpeechChunk) -> None:
-            loop.call_soon_threadsafe(lambda: (ready.append(chunk), arrived.set()))
 
-        job = loop.run_in_executor(self._pool, self.synthesize_blocking, text, emit, stop)
-        job.add_done_callback(lambda _: arrived.set())
-        try:
-            while True:
-                while ready:
-                    yield ready.popleft()
-                if job.done():  # every emit was scheduled on the loop before the job completed
-                    break
-                arrived.clear()
-                await arrived.wait()
-            if job.exception() is not None:
-                raise TTSError(f"Piper failed: {job.exception()}") from job.exception()
-        finally:
-            stop.set()
+Emit = Callable[[SpeechChunk], None]
+
+
+async def relay_chunks(
+    text: str, start: Callable[[Emit, threading.Event], asyncio.Future]
+) -> AsyncIterator[SpeechChunk]:
+    """The chunks a worker thread synthesises for `text`, yielded on the loop as they arrive.
+
+    `start(emit, stop)` begins the work (the thread calls `emit` per chunk and gives up once `stop`
+    is set) and returns its future. A consumer that goes away stops the work at its next chunk and
+    withdraws it if it has not begun; a failed job raises TTSError.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise TTSError(f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} per call")
+    if not text.strip():
+        return
+    loop = asyncio.get_running_loop()
+    ready: deque[SpeechChunk] = deque()
+    arrived = asyncio.Event()
+    stop = threading.Event()
+
+    def emit(chunk: SpeechChunk) -> None:
+        loop.call_soon_threadsafe(lambda: (ready.append(chunk), arrived.set()))
+
+    job = start(emit, stop)
+    job.add_done_callback(lambda _: arrived.set())
+    try:
+        while True:
+            while ready:
+                yield ready.popleft()
+            if job.done():  # every emit was scheduled on the loop before the job completed
+                break
+            arrived.clear()
+            await arrived.wait()
+        if job.cancelled():
+            raise TTSError("the speech service closed", recoverable=False)
+        if job.exception() is not None:
+            raise TTSError(f"Piper failed: {job.exception()}") from job.exception()
+    finally:
+        stop.set()  # a sentence in progress stops at its next chunk
+        job.cancel()  # one still queued leaves the queue unrun

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from models.batcher import DeadlineBatcher, Overloaded
 from models.protocols import SpeechChunk, TTSError
-from models.tts_piper import MAX_TEXT_CHARS, PiperTTS
+from models.tts_piper import Emit, PiperTTS, relay_chunks
 
 VoiceKey = tuple[str, int | None, float | None]
 RTF_ALPHA = 0.1
@@ -65,41 +64,22 @@ class ChannelVoice:
         self.deadline: Callable[[], float | None] = lambda: None
 
     async def synthesize(self, text: str) -> AsyncIterator[SpeechChunk]:
-        if len(text) > MAX_TEXT_CHARS:
-            raise TTSError(f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} per call")
-        if not text.strip():
-            return
-        loop = asyncio.get_running_loop()
-        ready: deque[SpeechChunk] = deque()
-        arrived = asyncio.Event()
-        stop = threading.Event()
+        def start(emit: Emit, stop: threading.Event) -> asyncio.Future[Any]:
+            try:
+                job = self.service.batcher.submit(
+                    self.key, _Sentence(self.voice, text, emit, stop), deadline=self.deadline()
+                )
+            except Overloaded as exc:
+                raise TTSError(f"speech is queued up: {exc}") from exc
+            job.add_done_callback(self._record)
+            return job
 
-        def emit(chunk: SpeechChunk) -> None:
-            loop.call_soon_threadsafe(lambda: (ready.append(chunk), arrived.set()))
+        async for chunk in relay_chunks(text, start):
+            yield chunk
 
-        try:
-            job = self.service.batcher.submit(
-                self.key, _Sentence(self.voice, text, emit, stop), deadline=self.deadline()
-            )
-        except Overloaded as exc:
-            raise TTSError(f"speech is queued up: {exc}") from exc
-        job.add_done_callback(lambda _: arrived.set())
-        try:
-            while True:
-                while ready:
-                    yield ready.popleft()
-                if job.done():  # every emit was scheduled on the loop before the job completed
-                    break
-                arrived.clear()
-                await arrived.wait()
-            if job.cancelled():
-                raise TTSError("the speech service closed", recoverable=False)
-            if job.exception() is not None:
-                raise TTSError(f"Piper failed: {job.exception()}") from job.exception()
+    def _record(self, job: asyncio.Future[Any]) -> None:
+        if not job.cancelled() and job.exception() is None:
             self.service.record(self.key, job.result())
-        finally:
-            stop.set()  # a sentence in progress stops at its next chunk
-            job.cancel()  # one still queued leaves the queue unrun
 
 
 class TTSService:
