@@ -172,7 +172,8 @@ class LLMConfig(_Model):
     base_url: str | None = None
     """openai: the server, e.g. http://10.0.0.5:8000"""
     api_key: SecretRef | None = None
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    """auto: bfloat16 on CPUs with AVX512-BF16, else float32; on a GPU, vLLM's choice."""
     max_model_len: int = Field(2048, ge=256, le=131072)
     kv_cache_gib: float = Field(2.0, gt=0, le=512)
 

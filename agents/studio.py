@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+import cv2
 import torch
 from aiortc import RTCIceServer
 
@@ -70,8 +71,10 @@ class Studio:
         self.cfg = cfg
         self.clock = clock
         self.lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
-        if self.lipsync.device.type == "cpu":  # torch's default takes every core, and fights the encoders
-            torch.set_num_threads(cfg.lipsync.cpu_threads or max(1, len(os.sched_getaffinity(0)) // 2))
+        if self.lipsync.device.type == "cpu":  # torch's and OpenCV's defaults take every core: fights encoders
+            threads = cfg.lipsync.cpu_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+            torch.set_num_threads(threads)
+            cv2.setNumThreads(threads)
         self.admission = Admission(
             max_utilisation=cfg.admission.max_utilisation, max_loop_lag_ms=cfg.admission.max_loop_lag_ms
         )

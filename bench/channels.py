@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -275,7 +276,9 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     ap.add_argument("--torch-threads", type=int, default=None, help="renderer threads (default: half the cores)")
     args = ap.parse_args()
-    torch.set_num_threads(args.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2))
+    threads = args.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+    torch.set_num_threads(threads)  # as serve sets them (agents/studio.py)
+    cv2.setNumThreads(threads)
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(run(args))
     if args.json:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 from stream.clock import AUDIO_RATE, VideoFormat
@@ -41,6 +42,7 @@ def _h264_context(fmt: VideoFormat, bitrate: int, keyint_s: float) -> av.VideoCo
     ctx.options = {
         "preset": "ultrafast",
         "tune": "zerolatency",
+        "threads": "1",  # channels are the parallelism: N encoders x auto threads only contend
         "level": "31",
         "forced-idr": "1",
         "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:repeat-headers=1:annexb=1"
@@ -58,6 +60,12 @@ def _audio_context(codec: str) -> av.AudioCodecContext:
     if codec == "libopus":
         ctx.options = {"application": "audio"}
     return ctx
+
+
+def video_frame(image: np.ndarray) -> av.VideoFrame:
+    """uint8 (H, W, 3) RGB -> a yuv420p frame for x264. OpenCV's SIMD BT.601 conversion costs ~0.1 ms
+    at 512x512 where PyAV's swscale path costs ~0.4 ms of the same core."""
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
 
 
 def parameter_sets(annexb: bytes) -> bytes | None:
@@ -152,7 +160,7 @@ class ChannelEncoder:
 
     def _encode_video(self, image: np.ndarray, frame: int, force_idr: bool) -> dict[str, list[av.Packet]]:
         t0 = time.perf_counter()
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf = video_frame(image)
         vf.pts, vf.time_base = frame, self._h264.time_base
         vf.pict_type = av.video.frame.PictureType.I if force_idr else av.video.frame.PictureType.NONE
         packets = self._h264.encode(vf)
@@ -236,9 +244,9 @@ def encode_cost_s(fmt: VideoFormat, image: np.ndarray, *, bitrate: int = 1_000_0
     ]
     times = []
     for i in range(frames):
-        vf = av.VideoFrame.from_ndarray(noisy[i % len(noisy)], format="rgb24")
-        vf.pts = i
         t0 = time.perf_counter()
+        vf = video_frame(noisy[i % len(noisy)])
+        vf.pts = i
         ctx.encode(vf)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[2:]))  # past the first frames (the IDR, x264's lookahead)

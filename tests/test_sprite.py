@@ -220,3 +220,28 @@ def test_broken_packs_name_what_is_wrong(renderer: SpriteRenderer, tmp_path: Pat
     edit_manifest(tight, mouth_box=[240, 320, 272, 350])
     with pytest.raises(PackError, match="draws outside mouth_box"):
         renderer.prepare(tight, SIZE)
+
+
+def test_the_cpu_kernel_draws_what_the_batched_tensor_kernel_draws(renderer: SpriteRenderer, nova: SpriteFace) -> None:
+    """The OpenCV kernel renders on CPUs, the torch one on GPUs: the same poses, the same picture."""
+    tensor_kernel = SpriteRenderer("cpu", kernel="torch")
+    assert renderer.kernel == "opencv" and tensor_kernel.kernel == "torch"
+    rng = np.random.default_rng(11)
+    params = np.zeros((16, N_PARAMS), np.float32)
+    params[:, :4] = rng.uniform(0, 1, (16, 4))
+    params[:, 4:6] = rng.uniform(-0.02, 0.02, (16, 2))
+    params[:, 6] = rng.uniform(-0.05, 0.05, 16)
+    params[:, 7] = rng.uniform(-1, 1, 16)
+    drawn = renderer.render([nova] * 16, params).astype(int)
+    batched = tensor_kernel.render([nova] * 16, params).astype(int)
+    gap = np.abs(drawn - batched)
+    assert gap.mean() < 0.1, f"mean gap {gap.mean():.3f}"
+    assert (gap > 8).mean() < 1e-3, "only a few edge pixels may differ by the kernels' rounding"
+    assert np.abs(drawn[1:] - drawn[:-1]).mean() > 1, "the poses differ, so must the frames"
+
+
+def test_an_unknown_kernel_or_the_cpu_kernel_off_the_cpu_is_refused() -> None:
+    with pytest.raises(ValueError, match="kernel must be one of auto, torch, opencv"):
+        SpriteRenderer("cpu", kernel="fast")
+    with pytest.raises(ValueError, match="opencv kernel renders on the CPU"):
+        SpriteRenderer("meta", kernel="opencv")

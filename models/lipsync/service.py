@@ -26,6 +26,7 @@ from models.batcher import DeadlineBatcher, Expired, Overloaded
 from models.devices import resolve_device
 from models.lipsync.base import FaceRenderer, PreparedFace
 from models.lipsync.params import N_PARAMS, neutral
+from models.lipsync.sprite import SpriteFace, SpriteRenderer
 
 __all__ = ["Expired", "LipSyncService", "Overloaded"]
 
@@ -43,8 +44,6 @@ class _RenderJob:
 
 def _make_renderer(kind: str, device: torch.device) -> FaceRenderer:
     if kind == "sprite":
-        from models.lipsync.sprite import SpriteRenderer
-
         return SpriteRenderer(device)
     from models.lipsync.warp import WarpRenderer
 
@@ -125,11 +124,9 @@ class LipSyncService:
 
         Only drawn packs have a background apart from the character; a photo is one picture.
         """
-        background = getattr(face, "background", None)
-        if not isinstance(background, torch.Tensor):
+        if not isinstance(face, SpriteFace):
             raise PackError("a chroma background needs a drawn (sprite) pack; a photo pack keeps its photo")
-        flat = torch.tensor(rgb, dtype=background.dtype, device=background.device).expand_as(background)
-        keyed = dataclasses.replace(face, background=flat.contiguous())  # type: ignore[type-var]
+        keyed = face.over_flat(rgb)
         keyed.still = self.render_now([keyed], neutral(1))[0]
         return keyed
 

@@ -1,18 +1,23 @@
-"""The drawn default avatar: SVG layers rasterised once per channel, posed per frame in one tensor call.
+"""The drawn default avatar: SVG layers rasterised once per channel, posed per frame by a kernel.
 
 A frame of the drawn character differs from its neutral frame only in which mouth and eye drawings
 show and where the head group and the body sit. So `prepare` rasterises every layer once and
 pre-composites each mouth and eye drawing, with the head below and the front hair above it, into a
-small box crop; `render` then only blends crops, pastes them into the head group, warps that with
-one batched `grid_sample` and shifts the body: float32 tensor work over the changing regions of a
-whole batch of frames (any channels, any packs), the same code on CPU and CUDA.
+small box crop; `render` then only blends crops, pastes them into the head group, warps that and
+shifts the body. Two kernels draw the same picture (sprite_pose.py holds the geometry both use):
 
-Colours are premultiplied and kept 0..255 (alpha 0..1), so "over" is one multiply-add and the
-result needs no rescale before it becomes uint8.
+- "torch": float32 tensor work over a whole batch of frames (any channels, any packs) in one call,
+  one batched `grid_sample`; the kernel for CUDA, where a batch amortises the launches.
+- "opencv": uint8 frame by frame with SIMD warps (sprite_opencv.py); the kernel for CPUs, ~5x
+  cheaper there than the tensor one.
+
+Colours are premultiplied and kept 0..255 (alpha 0..1 in the float layers), so "over" is one
+multiply-add and the result needs no rescale before it becomes uint8.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -26,42 +31,28 @@ import torch
 import torch.nn.functional as F
 
 from models.avatars import PackError, read_manifest
-from models.lipsync.params import BLINK, BREATH, HEAD_DX, HEAD_DY, HEAD_TILT, MOUTH, N_PARAMS, neutral
-from models.lipsync.visemes import VISEME_SHAPES, Viseme
+from models.lipsync.params import N_PARAMS, neutral
+from models.lipsync.sprite_opencv import CpuSprite, render_frames
+from models.lipsync.sprite_pose import (
+    Box,
+    SpriteLayout,
+    body_rise,
+    eye_weights,
+    head_affine,
+    mouth_weights,
+    warp_region,
+)
+from models.lipsync.visemes import Viseme
 
 MOUTH_NAMES = tuple(v.name.lower() for v in Viseme)
 """The keys of pack.json `layers.mouths`, in Viseme order: one drawing per viseme class."""
 EYE_STATES = ("open", "half", "closed")
 """The keys of pack.json `layers.eyes`; blink 0, 0.5 and 1 show each unmixed."""
-MOUTH_REACH = 0.3
-"""Each viseme's Gaussian around its (jaw, width, round) target has a width of MOUTH_REACH times the
-distance to the nearest other target. Sharp, so a frame shows one drawing or a crossfade of two, as
-hand-drawn lip sync does, instead of a ghosted stack; scaled, so close pairs (fv, cons) still part
-cleanly while far ones (eh to aa) crossfade over a longer stretch of the jaw's travel."""
 _CPU_CHUNK_BYTES = 8 << 20
 """On CPU a batch renders in chunks whose intermediates stay this small: they stay in cache, and glibc
 serves them from its heap. Blocks of 32 MiB and more are fresh mmaps whose page faults cost more
 than the blending done in them."""
 _SVG = "{http://www.w3.org/2000/svg}svg"
-_TARGETS = torch.tensor([VISEME_SHAPES[v] for v in Viseme], dtype=torch.float32)
-_SIGMAS = MOUTH_REACH * (torch.cdist(_TARGETS, _TARGETS) + torch.eye(len(Viseme)) * 1e9).min(1).values
-
-Box = tuple[int, int, int, int]
-"""(x0, y0, x1, y1) in pixels, x1 and y1 exclusive."""
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Where a face's parts sit; faces with equal layouts share every tensor shape, so batch together."""
-
-    size: tuple[int, int]
-    head: Box  # the head group's crop in the frame
-    mouth: Box  # the mouth crop, relative to the head crop
-    eyes: Box  # the eyes crop, relative to the head crop
-    body: Box  # the frame region the body covers at any breath
-    pad: int  # rows the body table holds beyond that region, above and below
-    pivot: tuple[float, float]  # centre of head roll, in pixel-centre coordinates
-    breath_px: float  # how far the body rises at breath 1
 
 
 @dataclass(eq=False)
@@ -73,12 +64,23 @@ class SpriteFace:
     mouth_box: Box
     eyes_box: Box
     still: np.ndarray
-    layout: _Layout
+    layout: SpriteLayout
     background: torch.Tensor  # (H, W, 3) uint8: the frame wherever nothing moves
     head: torch.Tensor  # (4, h, w) head group with neither eyes nor mouth
     mouths: torch.Tensor  # (11, 4 * mouth pixels): the head-group crop under each mouth drawing
     eyes: torch.Tensor  # (3, 4 * eye pixels): the same for open, half and closed eyes
     body: torch.Tensor  # (rows, 4 * width): body rows, padded for the breathing shift
+    cpu: CpuSprite | None  # the same layers in uint8 for the OpenCV kernel (faces on the CPU)
+
+    def over_flat(self, rgb: tuple[int, int, int]) -> SpriteFace:
+        """The same character over a flat colour (a chroma key background), its still not yet redrawn."""
+        flat = torch.tensor(rgb, dtype=torch.uint8, device=self.background.device).expand_as(self.background)
+        cpu = None if self.cpu is None else dataclasses.replace(self.cpu, background=flat.cpu().numpy().copy())
+        return dataclasses.replace(self, background=flat.contiguous(), cpu=cpu)
+
+
+KERNELS = ("auto", "torch", "opencv")
+"""auto: opencv on the CPU, torch on any other device."""
 
 
 class SpriteRenderer:
@@ -86,8 +88,13 @@ class SpriteRenderer:
 
     kind = "sprite"
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: torch.device | str = "cpu", kernel: str = "auto") -> None:
         self.device = torch.empty(0, device=device).device  # canonical form, e.g. cuda -> cuda:0
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
+        if kernel == "opencv" and self.device.type != "cpu":
+            raise ValueError(f"the opencv kernel renders on the CPU, not on {self.device}")
+        self.kernel = ("opencv" if self.device.type == "cpu" else "torch") if kernel == "auto" else kernel
 
     def prepare(self, pack_dir: Path, size: tuple[int, int]) -> SpriteFace:
         """Rasterise the pack at `size`. Any size: the square art is scaled to fit the shorter side,
@@ -128,7 +135,7 @@ class SpriteRenderer:
         body_box = (bx0, max(by0 - 2 * pad, 0), bx1, min(by1, height))
         body_rows = body[:, body_box[1] : body_box[3] + 2 * pad, bx0:bx1].transpose(1, 0, 2)
         pivot = ((spec.pivot[0] - vx) * scale - 0.5, (spec.pivot[1] - vy) * scale - 0.5)
-        layout = _Layout(
+        layout = SpriteLayout(
             (width, height),
             head_box,
             _relative(mouth_box, head_box),
@@ -139,6 +146,8 @@ class SpriteRenderer:
             breath_px,
         )
         background = np.rint(raster("background")[:3].transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
+        head_group = torch.from_numpy(np.ascontiguousarray(_crop(group, head_box)))
+        body_table = torch.from_numpy(np.ascontiguousarray(body_rows)).flatten(1)
         face = SpriteFace(
             kind=self.kind,
             size=(width, height),
@@ -147,11 +156,14 @@ class SpriteRenderer:
             still=np.zeros((height, width, 3), np.uint8),
             layout=layout,
             background=torch.from_numpy(background).to(self.device),
-            head=torch.from_numpy(np.ascontiguousarray(_crop(group, head_box))).to(self.device),
+            head=head_group.to(self.device),
             mouths=mouths,
             eyes=eyes,
-            body=torch.from_numpy(np.ascontiguousarray(body_rows)).flatten(1).to(self.device),
+            body=body_table.to(self.device),
+            cpu=None,
         )
+        if self.device.type == "cpu":
+            face.cpu = CpuSprite.from_tensors(layout, face.background, head_group, mouths, eyes, body_table)
         face.still = self.render([face], neutral(1))[0]
         return face
 
@@ -160,10 +172,19 @@ class SpriteRenderer:
         params = self._check(faces, params)
         width, height = faces[0].size
         out = np.empty((len(faces), height, width, 3), np.uint8)
-        groups: dict[_Layout, list[int]] = {}
+        groups: dict[SpriteLayout, list[int]] = {}
         for i, face in enumerate(faces):
             groups.setdefault(face.layout, []).append(i)
         for lay, index in groups.items():
+            if self.kernel == "opencv":
+                sprites = [faces[i].cpu for i in index]
+                if len(index) == len(faces):  # one layout: draw straight into the batch
+                    render_frames(lay, sprites, params, out)
+                else:
+                    part = out[index]
+                    render_frames(lay, sprites, params[index], part)
+                    out[index] = part
+                continue
             x0, y0, x1, y1 = lay.head
             step = len(index)
             if self.device.type == "cpu":  # its largest intermediate: float32 RGBA head groups
@@ -184,7 +205,11 @@ class SpriteRenderer:
         if not np.isfinite(params).all():
             raise ValueError("params hold NaN or infinite values")
         for i, face in enumerate(faces):
-            if not isinstance(face, SpriteFace) or face.head.device != self.device:
+            if (
+                not isinstance(face, SpriteFace)
+                or face.head.device != self.device
+                or not (face.cpu or self.kernel == "torch")
+            ):
                 raise ValueError(f"faces[{i}] was not prepared by a SpriteRenderer on {self.device}")
             if face.size != faces[0].size:
                 raise ValueError(f"faces differ in size: faces[0] is {faces[0].size}, faces[{i}] is {face.size}")
@@ -202,16 +227,18 @@ class SpriteRenderer:
             tensors = [getattr(f, name) for f in unique]
             return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
-        pose = torch.from_numpy(params).to(self.device)
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.device)
+
         head = table("head").index_select(0, slot)  # index_select copies slices whole; [slot] is far slower
-        _paste(head, lay.mouth, _blend(table("mouths"), slot, _mouth_weights(pose[:, MOUTH])))
-        _paste(head, lay.eyes, _blend(table("eyes"), slot, _eye_weights(pose[:, BLINK])))
-        reach = _warp_region(lay, params)
-        grid = _warp_grid(lay, reach, pose)
+        _paste(head, lay.mouth, _blend(table("mouths"), slot, tensor(mouth_weights(params))))
+        _paste(head, lay.eyes, _blend(table("eyes"), slot, tensor(eye_weights(params))))
+        reach = warp_region(lay, params)
+        grid = _warp_grid(lay, reach, tensor(head_affine(lay, reach, params)))
         head = F.grid_sample(head, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = table("background").index_select(0, slot)
         _composite(out, reach, head)
-        _composite(out, lay.body, _shift_body(table("body"), slot, lay, pose[:, BREATH]))
+        _composite(out, lay.body, _shift_body(table("body"), slot, lay, tensor(body_rise(lay, params))))
         return out
 
 
@@ -334,20 +361,6 @@ def _relative(box: Box, origin: Box) -> Box:
     return box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1]
 
 
-def _mouth_weights(mouth: torch.Tensor) -> torch.Tensor:
-    """(B, 3) jaw, width, round -> (B, 11) weights: a normalised Gaussian RBF over the viseme targets."""
-    d2 = ((mouth[:, None, :] - _TARGETS.to(mouth.device)) ** 2).sum(-1)
-    # softmax of the log-Gaussians: stays normalised far from every target, where each one underflows
-    return torch.softmax(d2 / (-2 * _SIGMAS.to(mouth.device) ** 2), dim=1)
-
-
-def _eye_weights(blink: torch.Tensor) -> torch.Tensor:
-    """(B,) blink -> (B, 3) weights of open, half, closed: linear between neighbouring states."""
-    b = blink.clamp(0, 1)
-    opened, closed = (1 - 2 * b).clamp_min(0), (2 * b - 1).clamp_min(0)
-    return torch.stack((opened, 1 - opened - closed, closed), dim=1)
-
-
 def _blend(table: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(U, n, C) drawings of the batch's distinct faces, (B, n) weights -> (B, C) mixed drawings.
 
@@ -364,43 +377,24 @@ def _paste(head: torch.Tensor, box: Box, flat: torch.Tensor) -> None:
     head[:, :, y0:y1, x0:x1] = flat.view(len(flat), 4, y1 - y0, x1 - x0)
 
 
-def _warp_region(lay: _Layout, params: np.ndarray) -> Box:
-    """The frame region the head group can reach in this batch: its crop grown by the largest move."""
-    width, height = lay.size
-    x0, y0, x1, y1 = lay.head
-    px, py = lay.pivot
-    reach = max(math.hypot(x - px, y - py) for x in (x0, x1) for y in (y0, y1))
-    turn = reach * min(float(np.abs(params[:, HEAD_TILT]).max()), 2.0)  # a chord is at most 2 radii long
-    mx = math.ceil(float(np.abs(params[:, HEAD_DX]).max()) * width + turn) + 1
-    my = math.ceil(float(np.abs(params[:, HEAD_DY]).max()) * height + turn) + 1
-    return max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, width), min(y1 + my, height)
-
-
-def _warp_grid(lay: _Layout, region: Box, pose: torch.Tensor) -> torch.Tensor:
-    """grid_sample grid: for each pixel of `region`, where it comes from in the head crop.
-
-    The head moves by (dx, dy) and rolls clockwise by tilt about the pivot; the grid is the inverse."""
-    width, height = lay.size
+def _warp_grid(lay: SpriteLayout, region: Box, affine: torch.Tensor) -> torch.Tensor:
+    """grid_sample grid: for each pixel of `region`, where it comes from in the head crop, from the
+    (B, 2, 3) inverse maps of sprite_pose.head_affine."""
     hx0, hy0, hx1, hy1 = lay.head
-    px, py = lay.pivot
-    cos, sin = torch.cos(pose[:, HEAD_TILT])[:, None, None], torch.sin(pose[:, HEAD_TILT])[:, None, None]
-    xs = torch.arange(region[0], region[2], dtype=torch.float32, device=pose.device)[None, None, :] - px
-    ys = torch.arange(region[1], region[3], dtype=torch.float32, device=pose.device)[None, :, None] - py
-    u = xs - (pose[:, HEAD_DX] * width)[:, None, None]
-    v = ys - (pose[:, HEAD_DY] * height)[:, None, None]
+    i = torch.arange(region[2] - region[0], dtype=torch.float32, device=affine.device)[None, None, :]
+    j = torch.arange(region[3] - region[1], dtype=torch.float32, device=affine.device)[None, :, None]
+    m = affine[:, :, :, None, None]
+    sx, sy = (m[:, r, 0] * i + m[:, r, 1] * j + m[:, r, 2] for r in (0, 1))
     # source pixel centre c lies at normalised (2c + 1) / size - 1 (align_corners=False)
-    gx = (cos * u + sin * v + (px - hx0 + 0.5)) * (2 / (hx1 - hx0)) - 1
-    gy = (cos * v - sin * u + (py - hy0 + 0.5)) * (2 / (hy1 - hy0)) - 1
-    return torch.stack((gx, gy), dim=-1)
+    return torch.stack(((2 * sx + 1) / (hx1 - hx0) - 1, (2 * sy + 1) / (hy1 - hy0) - 1), dim=-1)
 
 
-def _shift_body(table: torch.Tensor, slot: torch.Tensor, lay: _Layout, breath: torch.Tensor) -> torch.Tensor:
-    """The body region with the body raised by breath * breath_px, sub-pixel (linear between rows)."""
+def _shift_body(table: torch.Tensor, slot: torch.Tensor, lay: SpriteLayout, rise: torch.Tensor) -> torch.Tensor:
+    """The body region with the body raised by `rise` pixels, sub-pixel (linear between rows)."""
     x0, y0, x1, y1 = lay.body
-    rise = breath.clamp(-1, 1) * lay.breath_px
     whole = torch.floor(rise)
     first = whole.long() + lay.pad + slot * table.shape[1]  # each frame's first row in the flat table
-    rows = (first[:, None] + torch.arange(y1 - y0, device=breath.device)).flatten()
+    rows = (first[:, None] + torch.arange(y1 - y0, device=rise.device)).flatten()
     flat = table.flatten(0, 1)
     low, high = (flat.index_select(0, r).view(len(slot), y1 - y0, 4, x1 - x0) for r in (rows, rows + 1))
     return torch.lerp(low, high, (rise - whole)[:, None, None, None]).permute(0, 2, 1, 3)
