@@ -128,7 +128,7 @@ async def _render(cfg: StudioConfig, channel_name: str | None, avatar: str | Non
     from agents.channel import Channel
     from agents.speech import speech_segments
     from models.lipsync.service import LipSyncService
-    from models.tts_piper import PiperTTS
+    from models.tts_service import load_voice
     from stream.clock import OfflineClock
     from stream.mp4 import Mp4Writer
 
@@ -144,13 +144,15 @@ async def _render(cfg: StudioConfig, channel_name: str | None, avatar: str | Non
     _say(f"loading voice and avatar ({ch_cfg.avatar.pack}) …")
     tts = await loop.run_in_executor(
         None,
-        lambda: PiperTTS.load(
+        lambda: load_voice(
+            voice.backend,
             None if voice.model == "builtin:joe" else Path(voice.model),
             speaker=voice.speaker,
             length_scale=voice.length_scale,
+            language=voice.language,
         ),
     )
-    lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
+    lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch, sprite_kernel=cfg.lipsync.kernel)
     channel = Channel(ch_cfg, lipsync=lipsync, tts=tts, clock=OfflineClock())
     try:
         await channel.prepare()

@@ -80,12 +80,21 @@ class AvatarConfig(_Model):
 
 
 class VoiceConfig(_Model):
-    backend: Literal["piper"] = "piper"
+    backend: Literal["piper", "coqui"] = "piper"
+    """piper: embedded and any Piper voice (CPU); coqui: a Coqui TTS model folder (GPU hosts)."""
     model: str = "builtin:joe"
-    """builtin:joe (the embedded en_US voice) or the path of a Piper .onnx voice."""
+    """piper: builtin:joe (the embedded en_US voice) or a .onnx path; coqui: a folder with config.json + .pth."""
     speaker: int | None = Field(None, ge=0)
     length_scale: float = Field(1.0, ge=0.5, le=2.0)
-    """Speaking pace: above 1 slower, below 1 faster."""
+    """Speaking pace (piper): above 1 slower, below 1 faster."""
+    language: str | None = Field(None, pattern=r"^[a-z]{2,3}(-[a-z]{2,4})?$")
+    """coqui: the language of a multilingual model (XTTS), e.g. en."""
+
+    @model_validator(mode="after")
+    def _coqui_needs_a_folder(self) -> VoiceConfig:
+        if self.backend == "coqui" and self.model == "builtin:joe":
+            raise ValueError("backend coqui has no embedded voice; fix: model: the folder of a Coqui model")
+        return self
 
 
 class VideoConfig(_Model):
@@ -172,8 +181,9 @@ class LLMConfig(_Model):
     base_url: str | None = None
     """openai: the server, e.g. http://10.0.0.5:8000"""
     api_key: SecretRef | None = None
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
-    """auto: bfloat16 on CPUs with AVX512-BF16, else float32; on a GPU, vLLM's choice."""
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """float32: the portable CPU dtype, and here the fastest to a first token (bfloat16 measured
+    slower: p50 3.0 s against 2.6 s end of speech to first audio); on a GPU, auto or bfloat16."""
     max_model_len: int = Field(2048, ge=256, le=131072)
     kv_cache_gib: float = Field(2.0, gt=0, le=512)
 
@@ -195,8 +205,17 @@ class ASRConfig(_Model):
 class LipSyncConfig(_Model):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(32, ge=1, le=256)
+    kernel: Literal["auto", "torch", "opencv"] = "auto"
+    """How drawn avatars render: auto is opencv on a CPU (uint8, frame by frame, ~6x cheaper there)
+    and torch elsewhere (one batched tensor call for every channel's frames, the GPU kernel)."""
     cpu_threads: int | None = Field(None, ge=1, le=256)
     """Threads the CPU renderer uses; none: half the cores (the rest encode, listen and speak)."""
+
+    @model_validator(mode="after")
+    def _opencv_is_a_cpu_kernel(self) -> LipSyncConfig:
+        if self.kernel == "opencv" and self.device == "cuda":
+            raise ValueError("kernel opencv renders on the CPU; fix: kernel: torch (or auto) with device: cuda")
+        return self
 
 
 class AdmissionConfig(_Model):
@@ -243,6 +262,22 @@ class StudioConfig(_Model):
 
 
 # ---------------------------------------------------------------------- loading
+def _voice_problems(i: int, backend: str, written: str, model: str) -> list[str]:
+    """What is wrong with a channel's voice files (nothing for the embedded voice)."""
+    where = f"  channels[{i}].voice.model: {written!r}"
+    if backend == "coqui":
+        if not (Path(model) / "config.json").is_file() or not any(Path(model).glob("*.pth")):
+            return [f"{where} — not a Coqui model folder; fix: the folder holding its config.json and .pth"]
+        return []
+    if model == "builtin:joe":
+        return []
+    if not Path(model).is_file():
+        return [f"{where} — no such file; fix: the path of a Piper .onnx voice, or builtin:joe"]
+    if not Path(model + ".json").is_file():
+        return [f"{where} — its {Path(model).name}.json is missing; fix: put the voice's .onnx.json beside it"]
+    return []
+
+
 def _unrevealed(secret: SecretRef | None, where: str) -> list[str]:
     """[] when `secret` is absent or can be read, else the problem line."""
     try:
@@ -269,16 +304,7 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
         except PackError as exc:
             problems.append(f"  channels[{i}].avatar.pack: {ch.avatar.pack!r} — {exc}")
         model = ch.voice.model if ch.voice.model == "builtin:joe" else absolute(ch.voice.model)
-        if model != "builtin:joe" and not Path(model).is_file():
-            problems.append(
-                f"  channels[{i}].voice.model: {ch.voice.model!r} — no such file; "
-                "fix: the path of a Piper .onnx voice, or builtin:joe"
-            )
-        elif model != "builtin:joe" and not Path(model + ".json").is_file():
-            problems.append(
-                f"  channels[{i}].voice.model: {ch.voice.model!r} — its {Path(model).name}.json "
-                "is missing; fix: put the voice's .onnx.json beside it"
-            )
+        problems += _voice_problems(i, ch.voice.backend, ch.voice.model, model)
         persona: dict[str, str] = {}
         for key in ("knowledge", "answers"):
             value = getattr(ch.persona, key)

@@ -26,8 +26,7 @@ from agents.obs_setup import channel_sources, obs_link
 from models.avatars import PackError
 from models.lipsync.service import LipSyncService
 from models.protocols import LLM
-from models.tts_piper import PiperTTS
-from models.tts_service import TTSService
+from models.tts_service import TTSService, Voice
 from stream.clock import Clock
 from stream.encoder import encode_cost_s
 from stream.obs import ObsLink
@@ -70,7 +69,9 @@ class Studio:
     def __init__(self, cfg: StudioConfig, *, clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch)
+        self.lipsync = LipSyncService(
+            cfg.lipsync.device, max_batch=cfg.lipsync.max_batch, sprite_kernel=cfg.lipsync.kernel
+        )
         if self.lipsync.device.type == "cpu":  # torch's and OpenCV's defaults take every core: fights encoders
             threads = cfg.lipsync.cpu_threads or max(1, len(os.sched_getaffinity(0)) // 2)
             torch.set_num_threads(threads)
@@ -93,9 +94,11 @@ class Studio:
         """The studio's chat: one IRC connection and a desk per channel with a chat: section."""
         self._changing = asyncio.Lock()  # one channel added or removed at a time
 
-    async def voice(self, cfg: VoiceConfig) -> PiperTTS:
+    async def voice(self, cfg: VoiceConfig) -> Voice:
         model = None if cfg.model == "builtin:joe" else Path(cfg.model)
-        return await self.tts.voice(model, speaker=cfg.speaker, length_scale=cfg.length_scale)
+        return await self.tts.voice(
+            model, speaker=cfg.speaker, length_scale=cfg.length_scale, backend=cfg.backend, language=cfg.language
+        )
 
     async def build_channel(self, cfg: ChannelConfig, *, starting: bool = False) -> Channel:
         """A prepared channel that fits next to the running ones (raises AdmissionRefused if not).

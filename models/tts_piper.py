@@ -129,7 +129,7 @@ async def relay_chunks(
         if job.cancelled():
             raise TTSError("the speech service closed", recoverable=False)
         if job.exception() is not None:
-            raise TTSError(f"Piper failed: {job.exception()}") from job.exception()
+            raise TTSError(f"speech synthesis failed: {job.exception()}") from job.exception()
     finally:
         stop.set()  # a sentence in progress stops at its next chunk
         job.cancel()  # one still queued leaves the queue unrun

@@ -18,20 +18,51 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from models.batcher import DeadlineBatcher, Overloaded
 from models.protocols import SpeechChunk, TTSError
 from models.tts_piper import Emit, PiperTTS, relay_chunks
 
-VoiceKey = tuple[str, int | None, float | None]
+VoiceKey = tuple[str, str, int | None, float | None, str | None]
+"""(backend, model, speaker, length scale, language): one loaded voice each."""
+
+
+class Voice(Protocol):
+    """A loaded voice the worker drives: PiperTTS, or CoquiTTS on GPU hosts."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def synthesize_blocking(self, text: str, emit: Emit, stop: threading.Event) -> None:
+        """Chunks of `text` through `emit`, one per sentence; give up once `stop` is set."""
+        ...
+
+    def synthesize(self, text: str) -> AsyncIterator[SpeechChunk]:
+        """The same on the loop, on the voice's own thread (a TTS, for offline renders)."""
+        ...
+
+
+def load_voice(
+    backend: str, model: Path | None, *, speaker: int | None, length_scale: float | None, language: str | None
+) -> Voice:
+    """Load a voice (blocking). backend piper: model None is the embedded voice; coqui: a model folder."""
+    if backend == "coqui":
+        from models.tts_coqui import CoquiTTS
+
+        if model is None:
+            raise TTSError("voice backend coqui needs voice.model: a Coqui model folder", recoverable=False)
+        return CoquiTTS.load(model, speaker=speaker, language=language)
+    return PiperTTS.load(model, speaker=speaker, length_scale=length_scale)
+
+
 RTF_ALPHA = 0.1
 """Weight of the newest sentence in the running real-time factor."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Sentence:
-    voice: PiperTTS
+    voice: Voice
     text: str
     emit: Callable[[SpeechChunk], None]
     stop: threading.Event
@@ -57,7 +88,7 @@ class ChannelVoice:
     """One channel's TTS: its voice, through the shared worker. `deadline()` says when the channel's
     program runs out of queued speech (loop time; None: nothing queued, the sentence is wanted now)."""
 
-    def __init__(self, service: TTSService, key: str, voice: PiperTTS) -> None:
+    def __init__(self, service: TTSService, key: str, voice: Voice) -> None:
         self.service = service
         self.key = key
         self.voice = voice
@@ -94,17 +125,25 @@ class TTSService:
             max_queue_per_key=max_queue_per_channel,
             max_wait_s=0.0,
         )
-        self._voices: dict[VoiceKey, asyncio.Task[PiperTTS]] = {}
+        self._voices: dict[VoiceKey, asyncio.Task[Voice]] = {}
         self._stats: dict[str, SpeechStats] = {}
 
     async def voice(
-        self, model: Path | None = None, *, speaker: int | None = None, length_scale: float | None = None
-    ) -> PiperTTS:
+        self,
+        model: Path | None = None,
+        *,
+        speaker: int | None = None,
+        length_scale: float | None = None,
+        backend: str = "piper",
+        language: str | None = None,
+    ) -> Voice:
         """A loaded voice (model None: the embedded one), loaded once however many channels use it."""
-        key: VoiceKey = (str(model) if model is not None else "builtin", speaker, length_scale)
+        key: VoiceKey = (backend, str(model) if model is not None else "builtin", speaker, length_scale, language)
         if key not in self._voices:
             self._voices[key] = asyncio.create_task(
-                asyncio.to_thread(PiperTTS.load, model, speaker=speaker, length_scale=length_scale)
+                asyncio.to_thread(
+                    load_voice, backend, model, speaker=speaker, length_scale=length_scale, language=language
+                )
             )
         try:
             return await asyncio.shield(self._voices[key])
@@ -112,7 +151,7 @@ class TTSService:
             self._voices.pop(key, None)  # a later channel may try again (the file may be fixed)
             raise
 
-    def channel(self, key: str, voice: PiperTTS) -> ChannelVoice:
+    def channel(self, key: str, voice: Voice) -> ChannelVoice:
         """The TTS handle of channel `key`, speaking with `voice`."""
         return ChannelVoice(self, key, voice)
 

@@ -47,8 +47,13 @@ BAD = [
         id="bad-device",
     ),
     pytest.param(
-        {"channels": [{"name": "a", "voice": {"backend": "coqui"}}]},
-        ["channels[0].voice.backend", "piper"],
+        {"lipsync": {"device": "cuda", "kernel": "opencv"}, "channels": [{"name": "a"}]},
+        ["lipsync", "kernel opencv renders on the CPU", "fix: kernel: torch"],
+        id="cpu-kernel-on-cuda",
+    ),
+    pytest.param(
+        {"channels": [{"name": "a", "voice": {"backend": "espeak"}}]},
+        ["channels[0].voice.backend", "piper", "coqui"],
         id="unknown-backend",
     ),
     pytest.param(

@@ -42,9 +42,9 @@ class _RenderJob:
     params: np.ndarray
 
 
-def _make_renderer(kind: str, device: torch.device) -> FaceRenderer:
+def _make_renderer(kind: str, device: torch.device, sprite_kernel: str) -> FaceRenderer:
     if kind == "sprite":
-        return SpriteRenderer(device)
+        return SpriteRenderer(device, kernel=sprite_kernel)
     from models.lipsync.warp import WarpRenderer
 
     return WarpRenderer(device)
@@ -61,8 +61,12 @@ class LipSyncService:
         max_queue_frames: int = 512,
         batching: bool = True,
         max_wait_s: float = MAX_WAIT_S,
+        sprite_kernel: str = "auto",
     ) -> None:
+        """sprite_kernel: how drawn avatars render (models/lipsync/sprite.py KERNELS): auto is the
+        OpenCV kernel on a CPU, the batched torch one elsewhere."""
         self.device = resolve_device(device)
+        self.sprite_kernel = sprite_kernel
         self.batcher: DeadlineBatcher[_RenderJob, np.ndarray] = DeadlineBatcher(
             self._render_batch,
             name="lipsync",
@@ -100,7 +104,7 @@ class LipSyncService:
 
     def renderer(self, kind: str) -> FaceRenderer:
         if kind not in self._renderers:
-            self._renderers[kind] = _make_renderer(kind, self.device)
+            self._renderers[kind] = _make_renderer(kind, self.device, self.sprite_kernel)
         return self._renderers[kind]
 
     def prepare(self, pack_dir: Path, size: tuple[int, int]) -> PreparedFace:
