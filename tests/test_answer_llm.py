@@ -13,11 +13,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    model = make_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+    # wide and deep enough that its ~1600-token answer takes tens of seconds on a CPU: the stop
+    # always lands while it is generating, however slow the first words are to reach the air
+    model = make_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model", hidden=512, layers=8)
     channel = {
         "name": "nova",
         "video": {"width": 256, "height": 256},
-        # a long answer (~1600 tokens, seconds even for the tiny model): still generating when stopped
+        # a long answer (~1600 tokens): still generating when stopped
         "persona": {"max_answer_words": 1000},
         "conversation": {"chat": "ask", "first_token_timeout_s": 10},
     }

@@ -15,8 +15,9 @@ CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% 
 MAX_POSITIONS = 2048
 
 
-def make_tiny_llama(out: Path) -> Path:
-    """Write a float32 Llama (2 layers, hidden 128) and its byte-level BPE tokenizer into `out`."""
+def make_tiny_llama(out: Path, *, hidden: int = 128, layers: int = 2) -> Path:
+    """Write a float32 Llama (by default 2 layers, hidden 128) and its byte-level BPE tokenizer into
+    `out`. More layers and width make every token slower: a test that must outlast a stream uses them."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -38,11 +39,11 @@ def make_tiny_llama(out: Path) -> Path:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
         max_position_embeddings=MAX_POSITIONS,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
