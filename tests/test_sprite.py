@@ -44,6 +44,17 @@ def posed(**columns: float) -> np.ndarray:
     return p
 
 
+def random_poses(n: int, seed: int) -> np.ndarray:
+    """n poses with every column moving: mouth and blink, sway beyond idle's, any breath."""
+    rng = np.random.default_rng(seed)
+    params = np.zeros((n, N_PARAMS), np.float32)
+    params[:, :4] = rng.uniform(0, 1, (n, 4))
+    params[:, 4:6] = rng.uniform(-0.02, 0.02, (n, 2))
+    params[:, 6] = rng.uniform(-0.05, 0.05, n)
+    params[:, 7] = rng.uniform(-1, 1, n)
+    return params
+
+
 def copy_pack(tmp_path: Path, name: str) -> Path:
     dst = tmp_path / name
     shutil.copytree(resolve_pack("builtin:nova"), dst)
@@ -123,12 +134,7 @@ def test_every_viseme_has_its_own_mouth(renderer: SpriteRenderer, nova: SpriteFa
 
 
 def test_a_batch_renders_what_one_by_one_does(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    rng = np.random.default_rng(7)
-    params = np.zeros((12, N_PARAMS), np.float32)
-    params[:, :4] = rng.uniform(0, 1, (12, 4))
-    params[:, 4:6] = rng.uniform(-0.02, 0.02, (12, 2))
-    params[:, 6] = rng.uniform(-0.05, 0.05, 12)
-    params[:, 7] = rng.uniform(-1, 1, 12)
+    params = random_poses(12, seed=7)
     batch = renderer.render([nova] * 12, params)
     for i in range(12):
         single = renderer.render([nova], params[i : i + 1])[0]
@@ -226,12 +232,7 @@ def test_the_cpu_kernel_draws_what_the_batched_tensor_kernel_draws(renderer: Spr
     """The OpenCV kernel renders on CPUs, the torch one on GPUs: the same poses, the same picture."""
     tensor_kernel = SpriteRenderer("cpu", kernel="torch")
     assert renderer.kernel == "opencv" and tensor_kernel.kernel == "torch"
-    rng = np.random.default_rng(11)
-    params = np.zeros((16, N_PARAMS), np.float32)
-    params[:, :4] = rng.uniform(0, 1, (16, 4))
-    params[:, 4:6] = rng.uniform(-0.02, 0.02, (16, 2))
-    params[:, 6] = rng.uniform(-0.05, 0.05, 16)
-    params[:, 7] = rng.uniform(-1, 1, 16)
+    params = random_poses(16, seed=11)
     drawn = renderer.render([nova] * 16, params).astype(int)
     batched = tensor_kernel.render([nova] * 16, params).astype(int)
     gap = np.abs(drawn - batched)
