@@ -87,6 +87,9 @@ class CoquiTTS:
         self.speaker = speaker
         self.language = language
         self._espeak_voice = _espeak_voice(language)
+        from piper.phonemize_espeak import EspeakPhonemizer
+
+        self._phonemizer = EspeakPhonemizer()  # espeak-ng set up once, not per sentence
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="coqui")
 
     @classmethod
@@ -130,9 +133,6 @@ class CoquiTTS:
 
     def synthesize_blocking(self, text: str, emit: Emit, stop: threading.Event) -> None:
         """Sentence by sentence (Coqui's own splitter), each emitted as soon as it is synthesised."""
-        from piper.phonemize_espeak import EspeakPhonemizer
-
-        phonemizer = EspeakPhonemizer()
         for sentence in self._tts.synthesizer.split_into_sentences(text):
             if stop.is_set():
                 return
@@ -140,7 +140,7 @@ class CoquiTTS:
                 continue
             wav = self._tts.tts(text=sentence, speaker=self.speaker, language=self.language, split_sentences=False)
             audio = (np.clip(np.asarray(wav, np.float32), -1, 1) * 32767).astype(np.int16)
-            phonemes = [p for group in phonemizer.phonemize(self._espeak_voice, sentence) for p in group]
+            phonemes = [p for group in self._phonemizer.phonemize(self._espeak_voice, sentence) for p in group]
             emit(SpeechChunk(audio, self.sample_rate, spread_phonemes(phonemes, audio, self.sample_rate)))
 
     async def synthesize(self, text: str) -> AsyncIterator[SpeechChunk]:

@@ -194,3 +194,16 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 48_000) -> Path:
         w.setframerate(rate)
         w.writeframes(pcm.astype(np.int16).tobytes())
     return path
+
+
+@pytest.fixture(scope="module")
+def obs_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Real OBS Studio under Xvfb inside `unshare -n` (tests/obs_server.py), one per test module."""
+    from tests.obs_server import ObsStudio
+
+    studio = ObsStudio(tmp_path_factory.mktemp("obs"), free_port())
+    try:
+        studio.start()
+        yield studio
+    finally:
+        studio.close()

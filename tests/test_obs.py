@@ -34,16 +34,6 @@ METER_MAX = 16.0
 
 
 @pytest.fixture(scope="module")
-def obs_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObsStudio]:
-    studio = ObsStudio(tmp_path_factory.mktemp("obs"), free_port())
-    try:
-        studio.start()
-        yield studio
-    finally:
-        studio.close()
-
-
-@pytest.fixture(scope="module")
 def served() -> Iterator[tuple[ServerThread, TsSite]]:
     video = {"width": SIZE, "height": SIZE}
     cfg = studio_config(

@@ -22,16 +22,6 @@ SIZE = 256
 
 
 @pytest.fixture(scope="module")
-def obs_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObsStudio]:
-    studio = ObsStudio(tmp_path_factory.mktemp("obs"), free_port())
-    try:
-        studio.start()
-        yield studio
-    finally:
-        studio.close()
-
-
-@pytest.fixture(scope="module")
 def config_file(obs_studio: ObsStudio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("config") / "studio.yaml"
     data = {
