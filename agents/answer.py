@@ -129,7 +129,8 @@ class TurnRunner:
         stream = self.llm.generate(messages, params, request_id, turn.priority)
         clauses: asyncio.Queue[str | None] = asyncio.Queue(maxsize=CLAUSE_QUEUE)
         try:
-            first = await asyncio.wait_for(anext(stream), self.first_token_timeout_s)
+            async with asyncio.timeout(self.first_token_timeout_s):
+                first = await anext(stream)
         except (TimeoutError, LLMError, StopAsyncIteration) as exc:
             await stream.aclose()  # type: ignore[attr-defined]  # aborts the request if it still runs
             why = (

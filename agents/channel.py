@@ -49,6 +49,9 @@ MAX_PENDING_TURNS = 4
 """Turns waiting for their go; beyond this a new one is refused (the viewer is told to wait)."""
 
 
+TASK_STOP_TIMEOUT_S = 5.0
+"""How long a closing channel waits for a cancelled task before it names it and cancels it again."""
+
 CHROMA_COLOURS = {"green": (0, 177, 64), "blue": (0, 71, 187)}
 """The usual chroma-key colours; OBS's Chroma Key filter is set to the same one."""
 
@@ -300,13 +303,23 @@ class Channel:
             "outputs": self.outputs.info(),
         }
 
+    async def _stop_tasks(self) -> None:
+        """Cancel the channel's tasks and wait for them. A task that outlives its cancel (one that
+        swallowed the CancelledError) is named in the log and cancelled again: closing one channel
+        must never hang the studio's shutdown."""
+        tasks = set(self._tasks)
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S)
+            for task in tasks:
+                log.error("channel %s: %s ignored its cancel; cancelling again", self.name, task.get_name())
+
     async def aclose(self) -> None:
         await self.webrtc.aclose()
         if self.listener is not None:
             await self.listener.aclose()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_tasks()
         self.events.close()
         await self.outputs.aclose()
         await self.encoder.aclose()

@@ -66,6 +66,11 @@ def _check_port_free(host: str, port: int) -> None:
         raise UserError(f"cannot listen on {problem}")
 
 
+def _quit_at_once() -> None:
+    _say("quitting at once")
+    os._exit(130)
+
+
 async def _serve(cfg: StudioConfig) -> None:
     from aiohttp import web
 
@@ -98,7 +103,9 @@ async def _serve(cfg: StudioConfig) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        _say("stopping…")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _quit_at_once)
+        _say("stopping… (Ctrl+C again quits at once, without finishing recordings)")
     finally:
         if runner is not None:
             await runner.cleanup()

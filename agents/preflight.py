@@ -31,7 +31,8 @@ class Check:
 async def _tcp(host: str, port: int) -> str:
     """'' when a TCP connection opens within the timeout, else why not."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         return f"cannot connect to {host}:{port} ({type(exc).__name__}: {exc or 'timed out'})"
     writer.close()

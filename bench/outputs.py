@@ -349,7 +349,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-outputs-"))
     ingest = NginxRtmp(work, free_port())
     try:
-        line = await asyncio.wait_for(child.stdout.readline(), 60)  # type: ignore[union-attr]
+        async with asyncio.timeout(60):
+            line = await child.stdout.readline()  # type: ignore[union-attr]
         assert line.strip() == b"ready", f"the stamped channel did not start: {line!r}"
         ingest.start()
         latency: dict[str, list[float]] = {"webrtc": await webrtc_latency(base, args.seconds)}

@@ -259,7 +259,8 @@ class DeadlineBatcher(Generic[P, R]):
                 return
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
 
     def _close_in(self) -> float:
         """Seconds the waiting jobs may still wait for company (<= 0: close the batch now)."""

@@ -223,7 +223,8 @@ class Program:
         try:
             if self.clock.realtime:  # start the clock once the first frame exists: no late start
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._first_frame(), FIRST_FRAME_TIMEOUT_S)
+                    async with asyncio.timeout(FIRST_FRAME_TIMEOUT_S):
+                        await self._first_frame()
             t0 = self.clock.now() - self._audio_pos / AUDIO_RATE
             self._t0 = t0 if self.clock.realtime else None
             while stop_at is None or self._audio_pos < stop_at:

@@ -166,7 +166,8 @@ class MpegTsServer:
             while True:
                 data = client.mux(await client.feed.get_batch())
                 if data:
-                    await asyncio.wait_for(response.write(data), self.write_timeout_s)
+                    async with asyncio.timeout(self.write_timeout_s):
+                        await response.write(data)
                     client.bytes_sent += len(data)
         except EOFError:
             reason = "stream closed"

@@ -133,6 +133,36 @@ async def test_a_failing_renderer_repeats_the_last_frame_and_keeps_going(caplog:
     assert "rendering frames" in caplog.text and "model crashed" in caplog.text
 
 
+class GatedSource(Source):
+    """Holds its first render until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
+        self.asked.set()
+        await self.gate.wait()
+        return await super().render(first, cues)
+
+
+async def test_a_program_cancelled_as_its_first_frame_lands_stops() -> None:
+    """Closing a channel cancels its program once; that must stop it however the cancel meets the
+    first frame (Python 3.11's asyncio.wait_for drops a cancel that races its inner await, which once
+    left `avatarcast serve` encoding forever after Ctrl+C). Each trial cancels one loop step later."""
+    for steps in range(12):
+        source = GatedSource()
+        task = asyncio.create_task(Program(FMT, source, Sink(), clock=RealClock()).run())
+        await source.asked.wait()
+        source.gate.set()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert task in done and task.cancelled(), f"cancelled {steps} loop steps after the first frame: still running"
+
+
 async def test_cues_of_the_wrong_width_are_refused() -> None:
     program = Program(FMT, Source(), Sink(), clock=OfflineClock())
     bad = SpeechSegment(np.zeros(960, np.int16), np.zeros((1, 5), np.float32), 25.0, "t")

@@ -4,6 +4,7 @@ while the others keep their frame rate, admission refuses what does not fit, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
@@ -202,6 +203,32 @@ async def test_admin_api_adds_pauses_resumes_and_removes_a_channel(admin: Server
         assert [c["name"] for c in body["channels"]] == ["main"]
     finally:
         await viewer.close()
+
+
+async def test_removing_a_channel_whose_task_ignores_its_cancel_completes_and_names_it(
+    admin: ServerThread, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agents.channel.TASK_STOP_TIMEOUT_S", 0.2)
+    status, body = await _call(
+        admin, "POST", "/admin/channels", json={"name": "stubborn", "video": {"width": 128, "height": 128}}
+    )
+    assert status == 201, body
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as Python 3.11's wait_for can, racing a cancel
+            await asyncio.Event().wait()
+        await asyncio.Event().wait()
+
+    async def spawn() -> None:
+        admin.studio.channels["stubborn"]._spawn(stubborn(), "stubborn task")
+
+    admin.call(spawn())
+    async with asyncio.timeout(20):
+        status, body = await _call(admin, "DELETE", "/admin/channels/stubborn")
+    assert status == 200, body
+    assert "channel stubborn: stubborn:stubborn task ignored its cancel" in caplog.text
+    status, body = await _call(admin, "GET", "/admin/channels")
+    assert [c["name"] for c in body["channels"]] == ["main"]
 
 
 async def test_admission_refuses_channels_past_the_measured_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
