@@ -12,7 +12,6 @@ Refusals say which budget is short, by how much, and what to change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agents.supervisor import cancel_and_wait
 from models.lipsync.params import neutral
 from models.lipsync.service import LipSyncService
 
@@ -86,9 +86,7 @@ class LoopLag:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 class Admission:

@@ -11,7 +11,6 @@ Pre-rendered lines are synthesised once at start, so they play even while TTS is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from agents.persona import Memory, Persona
 from agents.sentences import ClauseSplitter, split_sentences
 from agents.speech import speech_segments
+from agents.supervisor import cancel_and_wait
 from agents.turns import TurnHandle
 from models.protocols import LLM, TTS, GenerationParams, LLMError
 from stream.frames import SpeechSegment
@@ -147,9 +147,7 @@ class TurnRunner:
                 turn.mark("first_clause")
                 await self._speak(turn, clause)
         finally:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+            await cancel_and_wait(producer)
 
     async def _produce(
         self, turn: TurnHandle, first: str, stream: AsyncIterator[str], clauses: asyncio.Queue[str | None]

@@ -9,13 +9,13 @@ An empty or failed transcript gets the pre-rendered "sorry, could you say that a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import av
 
+from agents.supervisor import cancel_and_wait
 from models.protocols import ASREvent
 
 if TYPE_CHECKING:
@@ -91,7 +91,5 @@ class Listener:
         for viewer_id in list(self._sessions):
             task = self._tasks.pop(viewer_id, None)
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             await self._sessions.pop(viewer_id).aclose()

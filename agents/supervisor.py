@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,16 @@ class Supervised:
             log.error("%s failed (%s); restarting in %.1f s", self.what, self.last_error, delay, exc_info=failure)
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.1), self.backoff_s[1])
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has stopped. Its CancelledError ends here, but one aimed at
+    the caller (cancelled while it waits) goes on up: swallowing that would leave the caller running
+    after its own cancel, the bug that once kept a stopped studio encoding."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

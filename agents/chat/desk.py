@@ -30,6 +30,7 @@ from agents.chat.messages import ChatMessage, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import build_persona, quoting
 from agents.chat.queue import Clock, PerUserLimit, Question, QuestionQueue, Repeat
+from agents.supervisor import cancel_and_wait
 from agents.turns import TurnHandle
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,7 @@ class ChatDesk:
         if self.channel.runner is not None and self.channel.runner.output_filter == self.moderation.filter_output:
             self.channel.runner.output_filter = self._previous_filter
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     # ------------------------------------------------------------------ input
