@@ -101,7 +101,12 @@ class Knowledge:
 
 
 class Memory:
-    """The conversation so far, oldest first, trimmed to a token budget."""
+    """The conversation so far, oldest first, within a token budget.
+
+    Past the budget it is trimmed to half of it, not to just under it: dropping the oldest message
+    changes the prompt right after the persona, so trimming at every exchange would make every prompt
+    miss vLLM's prefix cache; in steps, the next few prompts each start as the last one did.
+    """
 
     def __init__(self, budget_tokens: int) -> None:
         self.budget = budget_tokens
@@ -112,14 +117,21 @@ class Memory:
         if not text:
             return
         self._turns.append({"role": role, "content": text})
-        while sum(tokens_estimate(t["content"]) for t in self._turns) > self.budget and self._turns:
-            self._turns.popleft()
+        if self.tokens() > self.budget:
+            while self._turns and self.tokens() > self.budget // 2:
+                self._turns.popleft()
+
+    def tokens(self) -> int:
+        return sum(tokens_estimate(t["content"]) for t in self._turns)
 
     def messages(self) -> list[dict[str, str]]:
         return list(self._turns)
 
     def clear(self) -> None:
         self._turns.clear()
+
+
+FACTS_INTRO = "Facts (use only these for names, prices and numbers; if they do not answer it, say you do not know):\n"
 
 
 class Persona:
@@ -131,21 +143,23 @@ class Persona:
         self.knowledge = knowledge
 
     def messages(self, question: str, memory: Memory) -> list[dict[str, str]]:
-        """Chat messages for one answer. The viewer's words are user content, never instructions."""
+        """Chat messages for one answer. The viewer's words are user content, never instructions.
+
+        The persona comes first and never changes, then the conversation, then the facts picked for
+        this question: so one prompt starts as the last one did and vLLM's prefix cache skips
+        recomputing it (half or more of the prompt on a CPU, where that is most of the first token).
+        """
         system = [
             self.system_prompt.format(name=self.name),
             self.style,
             f"Answer in at most {self.max_answer_words} words, in plain spoken sentences.",
         ]
         facts = self.knowledge.relevant_facts(question)
-        if facts:
-            system.append(
-                "Facts (use only these for names, prices and numbers; if they do not answer it, "
-                "say you do not know):\n" + "\n".join(f"- {f}" for f in facts)
-            )
+        grounding = [{"role": "system", "content": FACTS_INTRO + "\n".join(f"- {f}" for f in facts)}] if facts else []
         return [
             {"role": "system", "content": "\n".join(s for s in system if s)},
             *memory.messages(),
+            *grounding,
             {"role": "user", "content": question},
         ]
 

@@ -23,7 +23,7 @@ _DROP = str.maketrans("", "", "*#`_~")
 
 
 class ClauseSplitter:
-    def __init__(self, *, first_clause_chars: int = 8, first_clause_words: int = 6, max_chars: int = 180) -> None:
+    def __init__(self, *, first_clause_chars: int = 8, first_clause_words: int = 4, max_chars: int = 180) -> None:
         """first_clause_chars: the first piece may end at a comma once it is this long (0: never).
         first_clause_words: with no comma by then, the first piece ends after this many words (0: never)."""
         self.first_clause_chars = first_clause_chars

@@ -40,8 +40,11 @@ class ListenOptions:
     partial_interval_ms: int = 800
     """Audio between partial transcripts; one is skipped while the previous one still runs."""
     pad_ms: int = 300
-    """Audio kept before the onset and after the voice for the transcript. Whisper misreads words that
-    start right at the edge (tiny.en heard "running queues" for "running shoes" with 0.13 s before the voice)."""
+    """Audio kept before the onset for the transcript. Whisper misreads words that start right at the
+    edge (tiny.en heard "running queues" for "running shoes" with 0.13 s before the voice)."""
+    tail_ms: int = 150
+    """Audio kept after the voice for the final transcript. The final starts once this much silence is
+    in (it is used if the silence then lasts end_silence_ms): a shorter tail gives it a longer head start."""
     max_utterance_s: float = 30.0
     """Audio kept of one utterance (Whisper reads 30 s windows); older audio is dropped, with a log line."""
     final_beam_size: int = 1
@@ -84,6 +87,7 @@ class ListenSession:
         )  # fmt: skip
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._pad, self._partial_every = ms_to_samples(opts.pad_ms), ms_to_samples(opts.partial_interval_ms)
+        self._tail = ms_to_samples(opts.tail_ms)
         self._max_utterance = ms_to_samples(opts.max_utterance_s * 1000)
         self._leftover = np.zeros(0, dtype=np.float32)  # resampled audio short of a whole window
         self._clock = 0  # samples analysed: the start of the next window
@@ -91,6 +95,10 @@ class ListenSession:
         self._audio_start = 0  # sample index of _audio[0]
         self._utterance_start = self._partial_due = 0
         self._partial: asyncio.Future[str] | None = None
+        self._early: tuple[int, int, asyncio.Future[str]] | None = None  # utterance start, until, job
+        self.stats = {"early_finals": 0, "early_dropped": 0}
+        """Finals read from a transcript begun while the silence was still being waited out, and such
+        transcripts dropped because the viewer went on talking."""
         self._trimmed = self._deaf = False  # whether the current trim / stall was logged
         self._outbox: deque[ASREvent | _Transcript] = deque()  # ahead of the queue, in order
         self._queue: deque[ASREvent] = deque()
@@ -117,14 +125,20 @@ class ListenSession:
             case ("start", onset):
                 self._begin(onset)
             case ("end", voice_end):
-                final_until = min(voice_end + self._pad, self._clock)
-                self._transcribe("final", voice_end, final_until, beam_size=self.options.final_beam_size)
+                final_until = min(voice_end + self._tail, self._clock)
+                self._transcribe("final", voice_end, final_until, job=self._take_early(final_until))
                 self._emit(ASREvent("speech_end", voice_end / SAMPLE_RATE))
+            case None if ends.silence_began is not None:
+                self._transcribe_early(ends.silence_began + self._tail)
             case None if ends.speaking and not ends.in_silence and self._clock >= self._partial_due:
                 # never two at once (no pile-up) and not in trailing silence (it adds no words)
                 if self._partial is None or self._partial.done():
                     self._partial_due = self._clock + self._partial_every
-                    self._partial = self._transcribe("partial", self._clock, self._clock, beam_size=1)
+                    self._partial = self._transcribe("partial", self._clock, self._clock)
+        if self._early is not None and ends.silence_began is None:  # the viewer went on talking
+            self._early[2].cancel()
+            self._early = None
+            self.stats["early_dropped"] += 1
         self._trim()
 
     def _begin(self, onset: int) -> None:
@@ -157,15 +171,39 @@ class ListenSession:
             self._audio_start += WINDOW_SAMPLES
 
     # ---------------------------------------------------------------- output
-    def _transcribe(self, kind: str, at: int, until: int, *, beam_size: int) -> asyncio.Future[str]:
+    def _transcribe_early(self, until: int) -> None:
+        """The voice may have ended: once the final's audio (the voice and its tail) is in, start the
+        final's transcript, so that it is ready when the silence has lasted end_silence_ms instead of
+        starting then (Whisper tiny.en takes ~0.3-0.5 s on a shared CPU core)."""
+        if self._early is None and self._clock >= until:
+            self._early = (self._utterance_start, until, self._submit(until, final=True))
+
+    def _take_early(self, until: int) -> asyncio.Future[str] | None:
+        """The early transcript, if it read exactly the audio the final reads; else it is dropped."""
+        early, self._early = self._early, None
+        if early is not None and early[:2] == (self._utterance_start, until):
+            self.stats["early_finals"] += 1
+            return early[2]
+        if early is not None:
+            early[2].cancel()
+            self.stats["early_dropped"] += 1
+        return None
+
+    def _submit(self, until: int, *, final: bool) -> asyncio.Future[str]:
         held = np.concatenate(self._audio)
         audio = held[self._utterance_start - self._audio_start : until - self._audio_start]
+        beam_size = self.options.final_beam_size if final else 1
         try:
-            work = self.asr.transcribe(audio, beam_size=beam_size, urgent=kind == "final")
+            work = self.asr.transcribe(audio, beam_size=beam_size, urgent=final)
         except RuntimeError as exc:  # the model was closed under us: fail this transcript like any other
             work = concurrent.futures.Future()
             work.set_exception(exc)
-        job = asyncio.wrap_future(work, loop=asyncio.get_running_loop())
+        return asyncio.wrap_future(work, loop=asyncio.get_running_loop())
+
+    def _transcribe(
+        self, kind: str, at: int, until: int, *, job: asyncio.Future[str] | None = None
+    ) -> asyncio.Future[str]:
+        job = job or self._submit(until, final=kind == "final")
         self._emit(_Transcript(kind, at / SAMPLE_RATE, job))
         job.add_done_callback(lambda _: self._flush())
         return job
@@ -230,6 +268,9 @@ class ListenSession:
     async def aclose(self) -> None:
         """Stop listening: later frames are ignored and transcripts still running are abandoned."""
         self._closed = True
+        if self._early is not None:
+            self._early[2].cancel()
+            self._early = None
         for item in self._outbox:
             if isinstance(item, _Transcript):
                 item.job.cancel()

@@ -110,6 +110,11 @@ class Endpointer:
         """Speaking, but the latest windows were silent (the end may be near)."""
         return self._silence > 0
 
+    @property
+    def silence_began(self) -> int | None:
+        """Speaking and in silence: the sample where that silence began (the voice end, if it lasts)."""
+        return self._voice_end if self.speaking and self._silence else None
+
     def reset(self) -> None:
         """Back to waiting for speech, forgetting any voice so far."""
         self.speaking, self.candidate = False, None

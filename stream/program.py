@@ -154,6 +154,8 @@ class Program:
         """Lay `segment` on the timeline after everything already queued; returns its start (s)."""
         if segment.cues.shape[1] != self.cue_dims:
             raise ValueError(f"cues have {segment.cues.shape[1]} columns, this program takes {self.cue_dims}")
+        if not self._slots:  # idle: the frames rendered ahead show the idle face; speak from the next frame
+            self._render_again_from_now()
         horizon = max(self.fmt.frame_start(self._render_next), self._audio_pos)
         start = max(horizon, self._slots[-1].end if self._slots else 0)
         self._segment_ids += 1
@@ -179,8 +181,7 @@ class Program:
                 self._slots.remove(slot)
                 slot.end = slot.start
                 self._publish(EventKind.SEGMENT_FINISHED, slot, self._audio_pos)
-        self._frames = {k: v for k, v in self._frames.items() if k < self._video_next}
-        self._render_next = self._video_next
+        self._render_again_from_now()
         # speech of later turns moves up into the gap instead of waiting for it
         end = max(self.fmt.frame_start(self._render_next), self._audio_pos)
         for slot in self._slots:
@@ -190,10 +191,17 @@ class Program:
             length = slot.end - slot.start
             slot.start, slot.end = end, end + length
             end = slot.end
-        self._epoch += 1
-        self._need_frames.set()
         self.stats["cuts"] += 1
         return played
+
+    def _render_again_from_now(self) -> None:
+        """Forget the frames rendered ahead (and any render in flight): they are drawn again from the
+        next frame on, with the timeline as it is now."""
+        if self._render_next > self._video_next:
+            self._frames = {k: v for k, v in self._frames.items() if k < self._video_next}
+            self._render_next = self._video_next
+            self._epoch += 1
+            self._need_frames.set()
 
     def _cues_for(self, first: int, n: int) -> np.ndarray:
         """Cue rows of frames first..first+n-1: each frame takes the cue at its mid-time."""

@@ -145,7 +145,10 @@ def test_endpointer_bridges_short_gaps_and_waits_out_the_silence() -> None:
 async def test_two_questions_give_ordered_events_and_the_words(tiny: WhisperASR, tmp_path: Path) -> None:
     question, follow_up = speak(QUESTION, tmp_path), speak(FOLLOW_UP, tmp_path)
     pcm = np.concatenate([silence(1.0), question, silence(1.5), follow_up, silence(1.0)])
-    events = await listen(ListenSession(tiny), pcm, utterances=2)
+    session = ListenSession(tiny)
+    events = await listen(session, pcm, utterances=2)
+    # each final was read while the silence was still being waited out, from the same audio
+    assert session.stats == {"early_finals": 2, "early_dropped": 0}, session.stats
 
     first, second = by_utterance(events)  # also: nothing after the second speech_end
     assert_utterance_shape(first)
@@ -159,6 +162,18 @@ async def test_two_questions_give_ordered_events_and_the_words(tiny: WhisperASR,
         assert abs(group[-1].at - end) <= 0.3, f"speech_end at {group[-1].at:.3f} s, voice ended at {end:.3f} s"
     times = [event.at for event in events]
     assert times == sorted(times), events
+
+
+async def test_a_pause_mid_question_drops_the_early_final_and_the_final_has_all_the_words(
+    tiny: WhisperASR, tmp_path: Path
+) -> None:
+    """A 0.6 s pause is longer than the pad (an early final starts) but not the end of the turn."""
+    pcm = np.concatenate([silence(1.0), speak(QUESTION, tmp_path), silence(0.6), speak(FOLLOW_UP, tmp_path)])
+    session = ListenSession(tiny, ListenOptions(end_silence_ms=1200))
+    events = await listen(session, np.concatenate([pcm, silence(1.5)]), utterances=1)
+    final = next(event for event in events if event.kind == "final")
+    assert "cost" in final.text.lower() and "blue" in final.text.lower(), final
+    assert session.stats["early_dropped"] >= 1 and session.stats["early_finals"] == 1, session.stats
 
 
 async def test_silence_alone_gives_no_events(tiny: WhisperASR) -> None:

@@ -11,6 +11,7 @@ import pytest
 from stream.clock import AUDIO_FRAME_SAMPLES, AUDIO_RATE, OfflineClock, RealClock, VideoFormat
 from stream.frames import EventKind, ProgramEvent, SpeechSegment
 from stream.program import Program
+from tests.conftest import eventually
 
 FMT = VideoFormat(64, 64, 25)
 
@@ -109,6 +110,26 @@ async def test_speech_fills_the_timeline_and_idle_fills_the_gaps() -> None:
     ]
     assert events[1].played == pytest.approx(0.4) and events[0].text == "t1 text"
     assert not program.speaking
+
+
+async def test_speech_on_an_idle_program_starts_at_the_next_frame_and_moves_its_lips() -> None:
+    """The idle frames rendered ahead are drawn again with the mouth, instead of the answer waiting
+    behind them (3 frames: 120 ms at 25 fps)."""
+    sink, source = Sink(), Source()
+    program = Program(FMT, source, sink, clock=RealClock())
+    events: list[ProgramEvent] = []
+    program.add_listener(events.append)
+    task = asyncio.create_task(program.run())
+    try:
+        await eventually(lambda: program._render_next >= program._video_next + program.lookahead, 5, "frames ahead")
+        start = program.enqueue(tone_segment(0.4))
+        assert start - program.position < 1 / FMT.fps, f"speech at {start:.3f} s, the clock at {program.position:.3f}"
+        await eventually(lambda: any(e.kind == EventKind.SEGMENT_FINISHED for e in events), 5, "the speech to air")
+    finally:
+        task.cancel()
+    f0 = FMT.frame_at(round(start * AUDIO_RATE))
+    aired = {int(im[0, 0, 0]): int(im[0, 0, 1]) for im in sink.images}
+    assert [aired[n] for n in range(f0 + 1, f0 + 9)] == [160] * 8, "the frames of the speech show its mouth"
 
 
 async def test_a_slow_renderer_never_stops_the_picture() -> None:
