@@ -176,6 +176,24 @@ async def test_a_pause_mid_question_drops_the_early_final_and_the_final_has_all_
     assert session.stats["early_dropped"] >= 1 and session.stats["early_finals"] == 1, session.stats
 
 
+def test_a_long_clip_is_read_on_the_full_window_and_a_question_on_the_short_one(
+    tiny: WhisperASR, tmp_path: Path
+) -> None:
+    """Up to 9 s the encoder reads a 10 s window; a longer clip gets Whisper's own 30 s one."""
+    question = speak(QUESTION, tmp_path)[:, 0].astype(np.float32)[::3] / 32768  # 48 kHz -> 16 kHz
+    story = speak(" ".join([FOLLOW_UP, QUESTION] * 3), tmp_path)[:, 0].astype(np.float32)[::3] / 32768
+    assert len(question) < 9 * 16_000 < len(story) < 30 * 16_000
+    calls: list[str] = []
+    short, full = tiny._transcribe_short, tiny._model.transcribe
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tiny, "_transcribe_short", lambda *a: calls.append("short") or short(*a))
+        mp.setattr(tiny._model, "transcribe", lambda *a, **k: calls.append("full") or full(*a, **k))
+        heard = [tiny.transcribe(clip).result(timeout=60).lower() for clip in (question, story)]
+    assert calls == ["short", "full"]
+    assert "shoes" in heard[0] and "cost" in heard[0], heard[0]
+    assert heard[1].count("blue") >= 2 and heard[1].count("cost") >= 2, heard[1]
+
+
 async def test_silence_alone_gives_no_events(tiny: WhisperASR) -> None:
     faint = (np.random.default_rng(1).standard_normal((2 * RATE, 2)) * 100).astype(np.int16)  # -50 dBFS hiss
     pcm = np.concatenate([silence(2.0), faint, silence(1.0)])
