@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import subprocess
@@ -105,6 +106,8 @@ async def test_a_failing_channel_is_restarted_and_the_other_keeps_its_frames(
     pair: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="agents.supervisor")
+    # a full collection over the loaded heap would stall every channel here for ~0.3 s
+    assert gc.get_freeze_count() > 100_000, "the studio takes what it loaded out of the collector's sight"
     flaky = pair.studio.channels["flaky"]
     steady_viewer, flaky_viewer = AiortcViewer(pair.url, "steady"), AiortcViewer(pair.url, "flaky")
     try:
