@@ -135,10 +135,8 @@ class ListenSession:
                 if self._partial is None or self._partial.done():
                     self._partial_due = self._clock + self._partial_every
                     self._partial = self._transcribe("partial", self._clock, self._clock)
-        if self._early is not None and ends.silence_began is None:  # the viewer went on talking
-            self._early[2].cancel()
-            self._early = None
-            self.stats["early_dropped"] += 1
+        if ends.silence_began is None:  # the viewer went on talking (or the utterance ended)
+            self._drop_early()
         self._trim()
 
     def _begin(self, onset: int) -> None:
@@ -174,20 +172,24 @@ class ListenSession:
     def _transcribe_early(self, until: int) -> None:
         """The voice may have ended: once the final's audio (the voice and its tail) is in, start the
         final's transcript, so that it is ready when the silence has lasted end_silence_ms instead of
-        starting then (Whisper tiny.en takes ~0.3-0.5 s on a shared CPU core)."""
+        starting then (a decode takes ~0.1-0.5 s on a shared CPU core)."""
         if self._early is None and self._clock >= until:
             self._early = (self._utterance_start, until, self._submit(until, final=True))
 
     def _take_early(self, until: int) -> asyncio.Future[str] | None:
         """The early transcript, if it read exactly the audio the final reads; else it is dropped."""
-        early, self._early = self._early, None
-        if early is not None and early[:2] == (self._utterance_start, until):
+        if self._early is not None and self._early[:2] == (self._utterance_start, until):
+            job, self._early = self._early[2], None
             self.stats["early_finals"] += 1
-            return early[2]
-        if early is not None:
-            early[2].cancel()
-            self.stats["early_dropped"] += 1
+            return job
+        self._drop_early()
         return None
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early[2].cancel()
+            self._early = None
+            self.stats["early_dropped"] += 1
 
     def _submit(self, until: int, *, final: bool) -> asyncio.Future[str]:
         held = np.concatenate(self._audio)
@@ -268,9 +270,7 @@ class ListenSession:
     async def aclose(self) -> None:
         """Stop listening: later frames are ignored and transcripts still running are abandoned."""
         self._closed = True
-        if self._early is not None:
-            self._early[2].cancel()
-            self._early = None
+        self._drop_early()
         for item in self._outbox:
             if isinstance(item, _Transcript):
                 item.job.cancel()
