@@ -1,6 +1,6 @@
 """The remote LLM client against a real vLLM OpenAI-compatible server on loopback.
 
-One server for the module (it starts in ~20-30 s), serving a tiny random Llama built locally,
+One server for the module (it starts in ~20-30 s), serving a small random Llama built locally,
 started with an API key and with request logging, so the server's own log says when it aborted
 a request. Cancelling a stream is only a disconnect on the wire: these tests check the server
 noticed it.
@@ -33,8 +33,10 @@ START_LIMIT_S = 240
 CHAT = [{"role": "user", "content": "hello chat"}]
 SHORT = GenerationParams(max_tokens=16, temperature=0.0)
 MAX_MODEL_LEN = 2048
-# The model never stops early (tests/tiny_llama.py), so this runs for seconds: a request that is
-# stopped after 3 deltas cannot have finished on its own by the time the server is asked about it.
+# The model never stops early (tests/tiny_llama.py) and is built wide and deep enough that this
+# runs ~20 s here: a request stopped after 3 deltas cannot have finished on its own by the time the
+# server is asked about it. (The default 2-layer model ran its 2,000 tokens in ~4 s, and one CI
+# run's loaded machine took as long to stream 3 deltas: the server had finished, nothing to abort.)
 LONG = GenerationParams(max_tokens=MAX_MODEL_LEN - 48, temperature=0.0)
 
 
@@ -74,7 +76,7 @@ def _wait_until_up(proc: subprocess.Popen[bytes], server: Server) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden=512, layers=8)
 
 
 @pytest.fixture(scope="module")
