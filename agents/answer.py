@@ -80,12 +80,16 @@ class TurnRunner:
             for sentence in split_sentences(turn.text):
                 await self._speak(turn, sentence)
         elif turn.kind == "line":  # a pre-rendered line by name ("didnt_hear", ...)
-            self.play_line(turn, turn.text)
+            await self.play_line(turn, turn.text)
         else:
             await self._answer(turn)
 
     # ------------------------------------------------------------------ speaking
-    def _air(self, turn: TurnHandle, segment: SpeechSegment) -> None:
+    async def _air(self, turn: TurnHandle, segment: SpeechSegment) -> None:
+        """Put `segment` on the Program; a held turn's first one waits there for its go."""
+        if not turn.go.is_set():
+            turn.mark("held")  # ready before the viewer's end of speech was confirmed
+            await turn.go.wait()
         turn.segments_pending += 1
         turn.spoken.append(segment.text)
         turn.mark("first_segment")
@@ -96,16 +100,16 @@ class TurnRunner:
         try:
             async for segment in speech_segments(self.tts, text, turn.turn_id, self.fps):
                 turn.mark("tts_first_chunk")
-                self._air(turn, segment)
+                await self._air(turn, segment)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._degrade(turn, f"TTS failed ({type(exc).__name__}: {exc}); playing the filler line")
-            self.play_line(turn, "filler")
+            await self.play_line(turn, "filler")
 
-    def play_line(self, turn: TurnHandle, name: str) -> None:
+    async def play_line(self, turn: TurnHandle, name: str) -> None:
         for segment in self.lines.segments(name, turn.turn_id):
-            self._air(turn, segment)
+            await self._air(turn, segment)
 
     def _degrade(self, turn: TurnHandle, why: str) -> None:
         turn.degraded.append(why)
@@ -189,4 +193,4 @@ class TurnRunner:
                 await self._speak(turn, sentence)
         else:
             self._degrade(turn, f"{why}; playing the canned answer")
-            self.play_line(turn, "canned")
+            await self.play_line(turn, "canned")

@@ -177,9 +177,10 @@ class Channel:
 
     # ------------------------------------------------------------------ turns
     def start_turn(
-        self, kind: str, text: str, *, source: str = "chat", priority: int = 0, user: str = ""
+        self, kind: str, text: str, *, source: str = "chat", priority: int = 0, user: str = "", held: bool = False
     ) -> TurnHandle:
-        """Queue a turn ("answer" a question or "say" a text); it runs when the one before is out."""
+        """Queue a turn ("answer" a question or "say" a text); it runs when the one before is out.
+        `held`: it is produced but airs only once `release_turn` (or never: `withdraw_turn`)."""
         text = text.strip()
         if not text:
             raise ValueError("nothing to say")
@@ -189,6 +190,8 @@ class Channel:
         if waiting >= MAX_PENDING_TURNS:
             raise ChannelBusy(f"{waiting} messages are already waiting to be answered; try again shortly")
         turn = TurnHandle(f"{self.name}-{next(self._turn_ids)}", kind, text, source, priority, user)
+        if held:
+            turn.go.clear()
         turn.mark("created")
         self.turns[turn.turn_id] = turn
         turn.task = self._spawn(self._run_turn(turn), f"turn {turn.turn_id}")
@@ -200,18 +203,42 @@ class Channel:
         try:
             async with self._turn_lock:  # one turn produces at a time; its speech queues after the last
                 turn.mark("started")
-                if turn.kind == "answer":
-                    question = {"type": "question", "turn": turn.turn_id, "text": turn.text}
-                    self.events.publish({**question, "user": turn.user} if turn.user else question)
+                if turn.go.is_set():
+                    self._announce(turn)
                 await self.runner.run(turn)
         finally:
             turn.enqueued_all = True
             turn.maybe_finish()
             self._spawn(self._close_turn(turn), f"close {turn.turn_id}")
 
+    def release_turn(self, turn: TurnHandle) -> None:
+        """A held turn may air now (its question is final)."""
+        if turn.go.is_set():
+            return
+        turn.go.set()
+        turn.mark("released")
+        if "started" in turn.stages:
+            self._announce(turn)
+
+    def withdraw_turn(self, turn: TurnHandle, reason: str) -> None:
+        """Drop a held turn that has not aired: its LLM request is aborted, memory keeps nothing."""
+        if turn.go.is_set() or turn.finished.is_set():
+            return
+        turn.withdrawn = True
+        turn.interrupt(f"withdrawn: {reason}")
+        turn.maybe_finish()
+        log.info("channel %s: withdrew %s, prepared for %r (%s)", self.name, turn.turn_id, turn.text, reason)
+
+    def _announce(self, turn: TurnHandle) -> None:
+        if turn.kind == "answer":
+            question = {"type": "question", "turn": turn.turn_id, "text": turn.text}
+            self.events.publish({**question, "user": turn.user} if turn.user else question)
+
     async def _close_turn(self, turn: TurnHandle) -> None:
         await turn.finished.wait()
         self.turns.pop(turn.turn_id, None)
+        if turn.withdrawn:
+            return
         if "llm_first_token" in turn.stages and "started" in turn.stages:
             self.ttft_observed[round(turn.stages["llm_first_token"] - turn.stages["started"], 2)] += 1
         if turn.kind == "answer":

@@ -3,6 +3,8 @@
 Every segment the turn puts on the Program carries its turn id, so stopping a turn is exact:
 the Program cuts that id's audio at a frame boundary, and what the viewers actually heard is
 counted from the Program's own "finished" events (played seconds), not from the plan.
+A turn may be held: it is produced (LLM, TTS) but nothing airs until its go, which is how an
+answer is prepared while the end of a viewer's speech is still being confirmed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class TurnHandle:
     segments_pending: int = 0
     enqueued_all: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+    """Set: the turn may air. Cleared for a held turn until it is released (or withdrawn)."""
+    withdrawn: bool = False
+    """A held turn dropped before it aired (the viewer went on talking): memory keeps nothing of it."""
 
     def mark(self, stage: str) -> None:
         self.stages.setdefault(stage, time.monotonic())
@@ -65,6 +71,11 @@ class TurnHandle:
     def maybe_finish(self) -> None:
         if (self.enqueued_all or self.interrupted) and self.segments_pending <= 0:
             self.finished.set()
+
+
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
 
 
 def _prefix_by_time(text: str, fraction: float) -> str:

@@ -5,8 +5,11 @@
 A real aiortc viewer sends espeak-ng questions as its microphone (paced in real time) to a
 studio running CONFIG (default configs/demo.yaml: Whisper tiny.en, SmolLM2 on vLLM, Piper) and
 waits for the answer's first loud audio frame. Questions not in the answer cache, so the LLM
-path is timed. Per turn the server's stage times are read back (ms after the end of speech):
-vad_end, asr_final, llm_first_token, first_clause, tts_first_chunk, first_lipsync_frame,
+path is timed. The end of speech is the question's last sample above 1 % of full scale (espeak-ng
+adds ~0.43 s of silence after the voice, which is not the viewer's speech). Per turn the server's
+stage times are read back (ms after the end of speech):
+asr_final (the likely final: the answer starts on it, held), vad_end, end_confirmed (the final:
+the held answer may air), llm_first_token, first_clause, tts_first_chunk, first_lipsync_frame,
 first_packet_at_viewer. JSON: p50_ms, p95_ms, turns, stages_p50_ms.
 """
 
@@ -50,8 +53,15 @@ QUESTIONS = [
     "What is your favourite shoe?",
     "Can I wear the hiking shoes in the city?",
 ]
-STAGES = ("vad_end", "asr_final", "llm_first_token", "first_clause", "tts_first_chunk", "first_segment", "on_air")
-STAGE_NAMES = {"first_segment": "first_lipsync_frame", "on_air": "program_on_air"}
+STAGES = (
+    "asr_final", "vad_end", "released", "llm_first_token", "first_clause", "tts_first_chunk", "first_segment", "on_air",
+)  # fmt: skip
+STAGE_NAMES = {"released": "end_confirmed", "first_segment": "first_lipsync_frame", "on_air": "program_on_air"}
+
+
+def voice_end_s(pcm: np.ndarray) -> float:
+    """Seconds from the clip's start to the end of its voice (its last sample above 1 % of full scale)."""
+    return float(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 327)[-1] + 1) / 48_000
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -76,7 +86,7 @@ async def run(args: argparse.Namespace) -> dict:
             start_idx = len(viewer.got.audio_rms)
             mic.say(pcm)
             await viewer.until(lambda g: len(mic.said_at) > len(turns), 10, "the question to go out")
-            spoken_end = mic.said_at[len(turns)] + len(pcm) / 48_000
+            spoken_end = mic.said_at[len(turns)] + voice_end_s(pcm)
 
             def answered(g, start_idx=start_idx, spoken_end=spoken_end) -> float | None:  # type: ignore[no-untyped-def]
                 pairs = zip(g.audio_rms[start_idx:], g.audio_times[start_idx:], strict=False)

@@ -2,6 +2,9 @@
 
 Voice activity (Silero VAD, per 32 ms window) decides when a viewer starts and stops talking;
 the shared WhisperASR transcribes the utterance: partials while it goes on, a final at its end.
+The final's transcript starts early, once a short tail of silence is in; when it is ready while the
+silence is still being waited out it is reported as a likely final, so that the answer can be
+prepared during the rest of the wait (withdrawn by "resumed" if the viewer goes on talking).
 """
 
 from __future__ import annotations
@@ -50,14 +53,19 @@ class ListenOptions:
     final_beam_size: int = 1
     """Beam for the final transcript; partials are always greedy."""
     max_events: int = 64
-    """Events waiting for the reader. When full the oldest partial is dropped; speech_start, final and
-    speech_end never are: while they fill the queue, new utterances are ignored (logged) instead."""
+    """Events waiting for the reader. When full the oldest partial (or likely final, or resumed) is
+    dropped; speech_start, final and speech_end never are: while they fill the queue, new utterances
+    are ignored (logged) instead."""
 
     def __post_init__(self) -> None:
         if self.max_events < 4:
             raise ValueError("max_events must leave room for one utterance's events (at least 4)")
         if self.final_beam_size < 1:
             raise ValueError("final_beam_size must be at least 1")
+
+
+DROPPABLE = frozenset({"partial", "likely_final", "resumed"})
+"""Events a full queue may drop: each only says something sooner that a later event says for sure."""
 
 
 @dataclass(slots=True)
@@ -95,7 +103,7 @@ class ListenSession:
         self._audio_start = 0  # sample index of _audio[0]
         self._utterance_start = self._partial_due = 0
         self._partial: asyncio.Future[str] | None = None
-        self._early: tuple[int, int, asyncio.Future[str]] | None = None  # utterance start, until, job
+        self._early: tuple[int, int, _Transcript] | None = None  # utterance start, until, its likely final
         self.stats = {"early_finals": 0, "early_dropped": 0}
         """Finals read from a transcript begun while the silence was still being waited out, and such
         transcripts dropped because the viewer went on talking."""
@@ -129,7 +137,7 @@ class ListenSession:
                 self._transcribe("final", voice_end, final_until, job=self._take_early(final_until))
                 self._emit(ASREvent("speech_end", voice_end / SAMPLE_RATE))
             case None if ends.silence_began is not None:
-                self._transcribe_early(ends.silence_began + self._tail)
+                self._transcribe_early(ends.silence_began)
             case None if ends.speaking and not ends.in_silence and self._clock >= self._partial_due:
                 # never two at once (no pile-up) and not in trailing silence (it adds no words)
                 if self._partial is None or self._partial.done():
@@ -141,7 +149,7 @@ class ListenSession:
 
     def _begin(self, onset: int) -> None:
         # an utterance adds 3 events that are never dropped: start one only if they fit
-        backlog = len(self._outbox) + sum(event.kind != "partial" for event in self._queue)
+        backlog = len(self._outbox) + sum(event.kind not in DROPPABLE for event in self._queue)
         if backlog + 3 > self.options.max_events:
             if not self._deaf:
                 log.warning("listener is %d events behind: ignoring speech until it reads them", backlog)
@@ -169,26 +177,37 @@ class ListenSession:
             self._audio_start += WINDOW_SAMPLES
 
     # ---------------------------------------------------------------- output
-    def _transcribe_early(self, until: int) -> None:
+    def _transcribe_early(self, silence_began: int) -> None:
         """The voice may have ended: once the final's audio (the voice and its tail) is in, start the
         final's transcript, so that it is ready when the silence has lasted end_silence_ms instead of
-        starting then (a decode takes ~0.1-0.5 s on a shared CPU core)."""
+        starting then (a decode takes ~0.1-0.5 s on a shared CPU core). Ready before then, it goes
+        out as a likely final."""
+        until = silence_began + self._tail
         if self._early is None and self._clock >= until:
-            self._early = (self._utterance_start, until, self._submit(until, final=True))
+            likely = _Transcript("likely_final", silence_began / SAMPLE_RATE, self._submit(until, final=True))
+            likely.job.add_done_callback(lambda _: self._flush())
+            self._early = (self._utterance_start, until, likely)
+            self._emit(likely)
 
     def _take_early(self, until: int) -> asyncio.Future[str] | None:
-        """The early transcript, if it read exactly the audio the final reads; else it is dropped."""
+        """The early transcript, if it read exactly the audio the final reads; else it is dropped.
+        A likely final not out yet is withdrawn: the final itself follows it at once."""
         if self._early is not None and self._early[:2] == (self._utterance_start, until):
-            job, self._early = self._early[2], None
+            likely, self._early = self._early[2], None
+            if likely in self._outbox:
+                self._outbox.remove(likely)
             self.stats["early_finals"] += 1
-            return job
+            return likely.job
         self._drop_early()
         return None
 
     def _drop_early(self) -> None:
+        """The viewer went on talking: the early transcript is void. Cancelled unless it had finished;
+        then its likely final has gone out (or will, in order) and "resumed" withdraws it."""
         if self._early is not None:
-            self._early[2].cancel()
-            self._early = None
+            likely, self._early = self._early[2], None
+            if not likely.job.cancel() and not self._closed:
+                self._emit(ASREvent("resumed", self._clock / SAMPLE_RATE))
             self.stats["early_dropped"] += 1
 
     def _submit(self, until: int, *, final: bool) -> asyncio.Future[str]:
@@ -242,10 +261,10 @@ class ListenSession:
 
     def _enqueue(self, event: ASREvent) -> None:
         if len(self._queue) >= self.options.max_events:
-            oldest_partial = next((queued for queued in self._queue if queued.kind == "partial"), None)
-            if oldest_partial is not None:
-                self._queue.remove(oldest_partial)
-            elif event.kind == "partial":  # the newest partial is the oldest there is
+            oldest = next((queued for queued in self._queue if queued.kind in DROPPABLE), None)
+            if oldest is not None:
+                self._queue.remove(oldest)
+            elif event.kind in DROPPABLE:  # the newest droppable is the oldest there is
                 return
             # else unreachable: _begin reserved room for every speech_start, final and speech_end
         self._queue.append(event)

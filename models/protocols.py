@@ -81,8 +81,10 @@ class ASREvent:
     """What a listening session reports, in order, for one viewer's microphone.
 
     kind: "speech_start" (voice detected, `at` = its start), "partial" (text so far, while the
-    viewer still speaks), "final" (the utterance's text, after the end of speech), "speech_end".
-    `at` is seconds on the session's own audio clock (samples pushed so far / rate).
+    viewer still speaks), "likely_final" (the text if the silence that began at `at` turns out to
+    be the end: an answer may be prepared, not aired), "resumed" (it did not: the viewer went on
+    talking; the likely final is void), "final" (the utterance's text, after the end of speech),
+    "speech_end". `at` is seconds on the session's own audio clock (samples pushed so far / rate).
     """
 
     kind: str

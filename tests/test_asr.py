@@ -176,6 +176,37 @@ async def test_a_pause_mid_question_drops_the_early_final_and_the_final_has_all_
     assert session.stats["early_dropped"] >= 1 and session.stats["early_finals"] == 1, session.stats
 
 
+async def test_a_likely_final_comes_during_the_wait_and_is_withdrawn_when_the_viewer_goes_on(
+    tiny: WhisperASR, tmp_path: Path
+) -> None:
+    """Frames arrive as in real time: the question, then 0.6 s of a silence that must last 1.2 s to
+    end the turn. The transcript read after 150 ms of it goes out as a likely final, before any
+    final; the viewer then goes on talking: "resumed" voids it, and the final has every word."""
+    question = speak(QUESTION, tmp_path)
+    session = ListenSession(tiny, ListenOptions(end_silence_ms=1200))
+    for frame in frames(np.concatenate([silence(1.0), question, silence(0.6)])):
+        session.push(frame)
+    stream = session.events()
+    before: list[ASREvent] = []
+    async with asyncio.timeout(EVENTS_TIMEOUT_S):
+        while not before or before[-1].kind != "likely_final":
+            before.append(await anext(stream))
+    await stream.aclose()
+    likely = before[-1]
+    assert [e.kind for e in before if e.kind != "partial"] == ["speech_start", "likely_final"], before
+    assert "shoes" in likely.text.lower() and "cost" in likely.text.lower(), likely
+    assert abs(likely.at - (1.0 + voice_span(question)[1])) <= 0.3, f"likely final at {likely.at:.3f} s"
+
+    after = await listen(session, np.concatenate([speak(FOLLOW_UP, tmp_path), silence(1.5)]), utterances=1)
+    kinds = [e.kind for e in after]
+    assert kinds.count("resumed") == 1 and kinds[-2:] == ["final", "speech_end"], kinds
+    assert set(kinds[: kinds.index("resumed")]) <= {"partial"}, kinds  # the first words after the pause
+    assert "likely_final" not in kinds, "the whole question's likely final could not be out before its final"
+    final = after[-2]
+    assert "cost" in final.text.lower() and "blue" in final.text.lower(), final
+    assert session.stats == {"early_finals": 1, "early_dropped": 1}, session.stats
+
+
 def test_a_long_clip_is_read_on_the_full_window_and_a_question_on_the_short_one(
     tiny: WhisperASR, tmp_path: Path
 ) -> None:

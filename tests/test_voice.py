@@ -1,4 +1,5 @@
-"""Voice: a viewer's speech over the avatar stops it; a short noise does not; questions get answers."""
+"""Voice: a viewer's speech over the avatar stops it; a short noise does not; questions get answers,
+prepared while the end of speech is still being confirmed, and never for half a question."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ LONG = (
 
 @pytest.fixture(scope="module")
 def server():
+    persona = {"knowledge": str(KNOWLEDGE / "shop.txt"), "answers": str(KNOWLEDGE / "faq.yaml")}
     channel = {
         "name": "nova",
         "video": {"width": 256, "height": 256},
-        "persona": {"knowledge": str(KNOWLEDGE / "shop.txt"), "answers": str(KNOWLEDGE / "faq.yaml")},
+        "persona": persona,
         "conversation": {"chat": "say", "interrupt_after_ms": 300},
     }
-    srv = ServerThread(studio_config([channel])).start()
+    # a turn ends after 3 s of silence here: room for a pause mid-question, whatever the CPU load
+    patient = {**channel, "name": "patient", "conversation": {"chat": "say", "end_of_speech_ms": 3000}}
+    srv = ServerThread(studio_config([channel, patient])).start()
     assert srv.studio.asr is not None, "the ASR must load for these tests"
     yield srv
     srv.stop()
@@ -95,3 +99,50 @@ async def test_a_short_noise_is_not_an_interruption(server: ServerThread) -> Non
         await viewer.close()
     assert not turn.interrupted
     assert turn.heard_text().endswith("land in it.")
+
+
+async def test_the_answer_is_prepared_before_the_end_of_speech_is_confirmed_and_airs_after(
+    server: ServerThread,
+) -> None:
+    channel = server.studio.channels["nova"]
+    mic = ScriptedMic()
+    viewer = AiortcViewer(server.url, "nova", mic=mic)
+    try:
+        await viewer.connect()
+        mic.say(espeak("How much do the running shoes cost?"))
+        await eventually(lambda: any(t.kind == "answer" for t in channel.turns.values()), 20, "the answer turn")
+        turn = next(t for t in channel.turns.values() if t.kind == "answer")
+        await eventually(turn.finished.is_set, 20, "the answer to air")
+    finally:
+        await viewer.close()
+    stages = turn.stages
+    assert stages["created"] < stages["released"], "the answer began only once the end of speech was confirmed"
+    assert stages["released"] <= stages["on_air"], "the answer aired before the end of speech was confirmed"
+    assert "49 dollars" in turn.heard_text()
+
+
+async def test_a_pause_mid_question_withdraws_the_prepared_answer_and_answers_the_whole_question(
+    server: ServerThread,
+) -> None:
+    channel = server.studio.channels["patient"]
+    mic = ScriptedMic()
+    viewer = AiortcViewer(server.url, "patient", mic=mic)
+    try:
+        await viewer.connect()
+        mic.say(espeak("How much do the running shoes cost?"))
+        # prepared on the likely final while the 3 s of silence are waited out; then the viewer goes on
+        await eventually(lambda: any(not t.go.is_set() for t in channel.turns.values()), 10, "a prepared answer")
+        prepared = next(t for t in channel.turns.values() if not t.go.is_set())
+        mic.say(espeak("And do you have them in blue?"))
+        await eventually(lambda: prepared.withdrawn and prepared.finished.is_set(), 10, "the prepared one withdrawn")
+        await eventually(lambda: any(t.go.is_set() for t in channel.turns.values()), 20, "the whole question's turn")
+        answer = next(t for t in channel.turns.values() if t.go.is_set())
+        await eventually(answer.finished.is_set, 20, "the answer to air")
+    finally:
+        await viewer.close()
+    assert "went on talking" in prepared.interrupt_reason
+    assert "on_air" not in prepared.stages and not prepared.heard, "the withdrawn answer aired"
+    assert "blue" in answer.text.lower() and "cost" in answer.text.lower(), answer.text
+    assert answer.heard_text(), "the whole question was not answered"
+    asked = [m["content"] for m in channel.memory.messages() if m["role"] == "user"]
+    assert asked == [answer.text], f"memory holds the withdrawn half-question: {asked}"
