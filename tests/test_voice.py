@@ -3,9 +3,14 @@ prepared while the end of speech is still being confirmed, and never for half a 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
 import numpy as np
 import pytest
 
+from agents.channel import Channel
+from agents.turns import TurnHandle
 from models.defaults import PROJECT_ROOT
 from tests.conftest import ServerThread, espeak, eventually, studio_config
 from tests.viewer_client import AiortcViewer, ScriptedMic
@@ -101,20 +106,31 @@ async def test_a_short_noise_is_not_an_interruption(server: ServerThread) -> Non
     assert turn.heard_text().endswith("land in it.")
 
 
+@contextlib.asynccontextmanager
+async def viewer_with_mic(server: ServerThread, name: str) -> AsyncIterator[tuple[Channel, ScriptedMic]]:
+    """A viewer of channel `name`, connected, with a microphone to speak into."""
+    mic = ScriptedMic()
+    viewer = AiortcViewer(server.url, name, mic=mic)
+    try:
+        await viewer.connect()
+        yield server.studio.channels[name], mic
+    finally:
+        await viewer.close()
+
+
+async def turn_where(channel: Channel, wanted: Callable[[TurnHandle], bool], what: str) -> TurnHandle:
+    """The first of the channel's turns that is `wanted`, once there is one."""
+    await eventually(lambda: any(wanted(t) for t in channel.turns.values()), 20, what)
+    return next(t for t in channel.turns.values() if wanted(t))
+
+
 async def test_the_answer_is_prepared_before_the_end_of_speech_is_confirmed_and_airs_after(
     server: ServerThread,
 ) -> None:
-    channel = server.studio.channels["nova"]
-    mic = ScriptedMic()
-    viewer = AiortcViewer(server.url, "nova", mic=mic)
-    try:
-        await viewer.connect()
+    async with viewer_with_mic(server, "nova") as (channel, mic):
         mic.say(espeak("How much do the running shoes cost?"))
-        await eventually(lambda: any(t.kind == "answer" for t in channel.turns.values()), 20, "the answer turn")
-        turn = next(t for t in channel.turns.values() if t.kind == "answer")
+        turn = await turn_where(channel, lambda t: t.kind == "answer", "the answer turn")
         await eventually(turn.finished.is_set, 20, "the answer to air")
-    finally:
-        await viewer.close()
     stages = turn.stages
     assert stages["created"] < stages["released"], "the answer began only once the end of speech was confirmed"
     assert stages["released"] <= stages["on_air"], "the answer aired before the end of speech was confirmed"
@@ -124,22 +140,14 @@ async def test_the_answer_is_prepared_before_the_end_of_speech_is_confirmed_and_
 async def test_a_pause_mid_question_withdraws_the_prepared_answer_and_answers_the_whole_question(
     server: ServerThread,
 ) -> None:
-    channel = server.studio.channels["patient"]
-    mic = ScriptedMic()
-    viewer = AiortcViewer(server.url, "patient", mic=mic)
-    try:
-        await viewer.connect()
+    async with viewer_with_mic(server, "patient") as (channel, mic):
         mic.say(espeak("How much do the running shoes cost?"))
         # prepared on the likely final while the 3 s of silence are waited out; then the viewer goes on
-        await eventually(lambda: any(not t.go.is_set() for t in channel.turns.values()), 10, "a prepared answer")
-        prepared = next(t for t in channel.turns.values() if not t.go.is_set())
+        prepared = await turn_where(channel, lambda t: not t.go.is_set(), "a prepared answer")
         mic.say(espeak("And do you have them in blue?"))
         await eventually(lambda: prepared.withdrawn and prepared.finished.is_set(), 10, "the prepared one withdrawn")
-        await eventually(lambda: any(t.go.is_set() for t in channel.turns.values()), 20, "the whole question's turn")
-        answer = next(t for t in channel.turns.values() if t.go.is_set())
+        answer = await turn_where(channel, lambda t: t.go.is_set(), "the whole question's turn")
         await eventually(answer.finished.is_set, 20, "the answer to air")
-    finally:
-        await viewer.close()
     assert "went on talking" in prepared.interrupt_reason
     assert "on_air" not in prepared.stages and not prepared.heard, "the withdrawn answer aired"
     assert "blue" in answer.text.lower() and "cost" in answer.text.lower(), answer.text
