@@ -259,16 +259,19 @@ class Channel:
         """
         stopped = []
         for turn in list(self.turns.values()):
-            if not turn.stages.get("started"):
-                continue
-            turn.interrupt(reason)
-            if self.program is not None:
-                self.program.cut(turn.turn_id)
-            turn.maybe_finish()
-            stopped.append(turn.turn_id)
+            if turn.stages.get("started"):
+                self.stop_turn(turn, reason)
+                stopped.append(turn.turn_id)
         if stopped:
             log.info("channel %s: stopped %s (%s)", self.name, ", ".join(stopped), reason)
         return stopped
+
+    def stop_turn(self, turn: TurnHandle, reason: str) -> None:
+        """Stop one turn, waiting or on air: no more of it is made, its audio is cut at the next frame."""
+        turn.interrupt(reason)
+        if self.program is not None and turn.stages.get("started"):
+            self.program.cut(turn.turn_id)
+        turn.maybe_finish()
 
     def pause(self, reason: str) -> None:
         """Go quiet: stop what is being said, take no new turns; the idle picture and outputs go on."""

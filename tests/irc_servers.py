@@ -168,15 +168,17 @@ ROLE_TAGS: dict[str, dict[str, str]] = {
 }
 
 
-def twitch_privmsg(channel: str, login: str, text: str, role: str = "viewer", bits: int = 0) -> str:
+def twitch_privmsg(
+    channel: str, login: str, text: str, role: str = "viewer", bits: int = 0, msg_id: str | None = None
+) -> str:
     """A PRIVMSG as Twitch relays it: the server's own tags say who the sender is."""
     tags = {
         **ROLE_TAGS[role],
         "color": "#1E90FF",
         "display-name": login.capitalize(),
-        "id": str(uuid.uuid4()),
+        "id": msg_id or str(uuid.uuid4()),
         "room-id": "1000",
-        "user-id": str(zlib.crc32(login.encode())),
+        "user-id": twitch_user_id(login),
         "tmi-sent-ts": str(int(time.time() * 1000)),
         "turbo": "0",
         "user-type": "mod" if role == "moderator" else "",
@@ -185,6 +187,10 @@ def twitch_privmsg(channel: str, login: str, text: str, role: str = "viewer", bi
         tags["bits"] = str(bits)
     raw = ";".join(f"{k}={v}" for k, v in tags.items())
     return f"@{raw} :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG {channel} :{text}"
+
+
+def twitch_user_id(login: str) -> str:
+    return str(zlib.crc32(login.encode()))
 
 
 # ---------------------------------------------------------------------- scripted Twitch server
@@ -250,8 +256,10 @@ class TwitchServer:
         session = self.current
         self.loop.call_soon_threadsafe(session.writer.write, data)
 
-    def chat(self, channel: str, login: str, text: str, role: str = "viewer", bits: int = 0) -> None:
-        self.send(twitch_privmsg(channel, login, text, role, bits))
+    def chat(
+        self, channel: str, login: str, text: str, role: str = "viewer", bits: int = 0, msg_id: str | None = None
+    ) -> None:
+        self.send(twitch_privmsg(channel, login, text, role, bits, msg_id))
 
     def drop(self) -> None:
         """The server ends the current connection (Twitch restarts its edge servers now and then)."""

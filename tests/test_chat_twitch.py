@@ -17,7 +17,7 @@ import pytest
 from agents.chat.config import IRCConfig
 from agents.chat.studio_chat import StudioChat
 from tests.conftest import ServerThread, eventually
-from tests.irc_servers import AirLog, TwitchServer, chat_studio_config, twitch_privmsg
+from tests.irc_servers import AirLog, TwitchServer, chat_studio_config, twitch_privmsg, twitch_user_id
 
 TOKEN_ENV = "AVATARCAST_TEST_TWITCH_TOKEN"
 TOKEN = "s3cr3t-oauth-value-4f9a"
@@ -212,6 +212,42 @@ async def test_permissions_follow_the_server_tags(rig: Rig, server: ServerThread
     send("#alpha", "boss", "!persona default", role="broadcaster")
     await eventually(lambda: alpha.persona.name == "Nova", 5, "back to the channel's own persona")
     assert alpha.runner.output_filter == desk.moderation.filter_output
+
+
+async def test_deleted_messages_timeouts_and_a_cleared_chat_take_questions_back_even_on_air(rig: Rig) -> None:
+    """Twitch's CLEARMSG (one message deleted) and CLEARCHAT (a user timed out or banned, or the
+    whole chat cleared): what they cover never airs, or stops airing, and is not posted back."""
+    await rig.registered()
+    air = AirLog(rig.alpha)
+    desk, send, twitch = rig.chat.desk("alpha"), rig.twitch.chat, rig.twitch
+    for irc_channel in ("#alpha", "#beta"):
+        send(irc_channel, "boss", "!pause", role="broadcaster")
+    await eventually(lambda: desk.paused and rig.chat.desk("beta").paused, 5, "the pauses")
+    send("#beta", "amy", "!ask do the shoes fit wide feet")
+    send("#alpha", "vic", "!ask is this rude question still here", msg_id="msg-vic-1")
+    send("#alpha", "troll", "!ask will my spam be read out")
+    send("#alpha", "amy", "!ask do the shoes fit wide feet")
+    send("#alpha", "sue", "!ask how long does shipping take", role="subscriber")
+    await eventually(lambda: len(desk.queue) == 4, 5, "four questions queued")
+    twitch.send("@login=vic;room-id=1000;target-msg-id=msg-vic-1;tmi-sent-ts=1 :tmi.twitch.tv CLEARMSG #alpha :rude")
+    timeout = f"@ban-duration=600;room-id=1000;target-user-id={twitch_user_id('troll')}"
+    twitch.send(f"{timeout} :tmi.twitch.tv CLEARCHAT #alpha :troll")
+    await eventually(lambda: len(desk.queue) == 2, 5, "the deleted and the timed-out question dropped")
+    assert sorted(q.msg.login for q in desk.queue.snapshot()) == ["amy", "sue"]
+    twitch.send("@room-id=1000 :tmi.twitch.tv CLEARCHAT #alpha")
+    await eventually(lambda: len(desk.queue) == 0, 5, "the cleared chat's questions dropped")
+    assert desk.dropped["retracted"] == 4
+    assert len(rig.chat.desk("beta").queue) == 1, "clearing one channel's chat took another's question"
+
+    send("#alpha", "boss", "!resume", role="broadcaster")
+    send("#alpha", "zed", "!ask what do you sell", msg_id="msg-zed-1")
+    await eventually(lambda: air.began("zed asks"), 15, "zed's question on air")
+    twitch.send("@login=zed;room-id=1000;target-msg-id=msg-zed-1 :tmi.twitch.tv CLEARMSG #alpha :!ask what do you sell")
+    await eventually(lambda: desk.dropped["retracted"] == 5 and not rig.alpha.turns, 10, "zed's turns stopped")
+    send("#alpha", "boss", "!say And now for something else.", role="broadcaster")
+    await eventually(lambda: air.said("something else"), 15, "the next line to air")
+    assert not air.said("zed asks") and not air.began("running shoes"), "the deleted question went on airing"
+    assert not [p for p in twitch.posts("#alpha") if "running shoes" in p], "the deleted question's answer was posted"
 
 
 async def test_a_flood_stays_bounded_keeps_mod_commands_and_spares_the_other_channel(

@@ -26,7 +26,7 @@ from typing import Any
 from agents.channel import Channel, ChannelBusy, ChannelPaused
 from agents.chat.commands import NEEDS_TEXT, USAGE, Request, allowed, help_text, parse_request
 from agents.chat.config import ChatConfig
-from agents.chat.messages import ChatMessage, Role
+from agents.chat.messages import ChatMessage, Retraction, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import build_persona, quoting
 from agents.chat.queue import Clock, PerUserLimit, Question, QuestionQueue, Repeat
@@ -107,6 +107,8 @@ class ChatDesk:
         self.base_persona = quoting(channel.persona)
         """The channel's own character (`!persona default`), its prompt quoting viewers."""
         self._current: list[TurnHandle] = []
+        self._current_msg: ChatMessage | None = None
+        """The chat message on air (or starting to air) as `_current`; None once retracted."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._previous_filter: Callable[[str], str | None] | None = None
@@ -249,6 +251,23 @@ class ChatDesk:
     def _cmd_help(self, msg: ChatMessage, req: Request) -> Outcome:
         return self._reply(msg, help_text(self.cfg, msg.role, req.unknown))
 
+    def retract(self, retraction: Retraction) -> int:
+        """Moderation took chat back: what it covers leaves the queue and the say lane, and stops if
+        it is on air (nothing of it is posted back). Returns how many items it took."""
+        taken = len(self.queue.drop_where(lambda q: retraction.covers(q.msg), "retracted", retraction.why))
+        for say in [s for s in self.says if retraction.covers(s.msg)]:
+            self.says.remove(say)
+            self.dropped["retracted"] += 1
+            log.info("chat %s: dropped %s's line %r (%s)", self.name, say.msg.login, say.text[:60], retraction.why)
+            taken += 1
+        if self._current_msg is not None and retraction.covers(self._current_msg):
+            self._current_msg = None
+            for turn in self._current:
+                self.channel.stop_turn(turn, f"retracted: {retraction.why}")
+            self.dropped["retracted"] += 1
+            taken += 1
+        return taken
+
     def _question_dropped(self, q: Question, kind: str, why: str) -> None:
         self.dropped[kind] += 1
         log.info("chat %s: dropped %s's question %r (%s)", self.name, q.msg.login, q.text[:60], why)
@@ -270,7 +289,7 @@ class ChatDesk:
             except Exception:
                 log.exception("chat %s: airing a chat item failed", self.name)
             finally:
-                self._current = []
+                self._current, self._current_msg = [], None
 
     def _next_job(self) -> Coroutine[Any, Any, None] | None:
         if self.channel.paused is not None:
@@ -291,18 +310,24 @@ class ChatDesk:
         return min(known) if known else None
 
     async def _air_say(self, say: _Say) -> None:
+        self._current_msg = say.msg
         turn = await self._start_turn("say", say.text, say.msg.display_name)
         self._current = [turn]
         await turn.finished.wait()
         self.counts["said"] += 1
 
     async def _air_question(self, q: Question) -> None:
+        self._current_msg = q.msg
         announce = self.cfg.announce.format(name=q.msg.display_name, question=q.text)
         announce = self.moderation.filter_output(announce) or self.cfg.announce.format(name="someone", question=q.text)
-        intro = await self._start_turn("say", announce, q.msg.display_name)
+        self._current = [await self._start_turn("say", announce, q.msg.display_name)]
+        if self._current_msg is not q.msg:  # retracted while the channel was busy
+            return
         answer = await self._start_turn("answer", q.text, q.msg.display_name)
-        self._current = [intro, answer]
+        self._current.append(answer)
         await answer.finished.wait()
+        if self._current_msg is not q.msg:
+            return  # retracted on air: it was cut, and nothing of it goes back to chat
         self.counts["answered"] += 1
         heard = answer.heard_text()
         log.info("chat %s: answered %s (%d chars heard)", self.name, q.msg.login, len(heard))

@@ -1,7 +1,7 @@
 """The studio's one IRC connection, in Twitch's dialect (any IRCv3 server works as well).
 
   connect (TLS optional) -> CAP REQ, PASS oauth:..., NICK, USER -> CAP END on ACK/NAK -> 001
-  -> JOIN every channel routed here -> PRIVMSG lines to `on_privmsg`, PING answered
+  -> JOIN every channel routed here -> PRIVMSG, CLEARMSG and CLEARCHAT lines to `on_chat`, PING answered
 A silent server is PINGed after `keepalive_s`, and given up after as long again. A lost
 connection is retried with a backoff that doubles from reconnect_min_s to reconnect_max_s and
 starts over after a session that registered. Posts go out through the send window (Twitch
@@ -27,14 +27,18 @@ log = logging.getLogger(__name__)
 OUTGOING_QUEUE = 64
 """Posts waiting for the send window; beyond this the oldest is dropped (chat has moved on)."""
 CONNECT_TIMEOUT_S = 15.0
+CHAT_COMMANDS = {"PRIVMSG": 2, "CLEARMSG": 1, "CLEARCHAT": 1}
+"""What goes to `on_chat`, with the parameters each needs at least (the channel first)."""
 PREFIX_ROOM = 120
 """Bytes kept free in each post for the `:nick!user@host ` prefix the server adds when relaying it."""
 
 
 class IRCClient:
-    def __init__(self, cfg: IRCConfig, on_privmsg: Callable[[IRCLine], None]) -> None:
+    def __init__(self, cfg: IRCConfig, on_chat: Callable[[IRCLine], None]) -> None:
+        """`on_chat` gets chat lines (PRIVMSG) and Twitch's moderation of them (CLEARMSG: a message
+        deleted; CLEARCHAT: a user timed out or banned, or the whole chat cleared)."""
         self.cfg = cfg
-        self.on_privmsg = on_privmsg
+        self.on_chat = on_chat
         self.nick = cfg.nick
         self.state = "stopped"
         self.channels: set[str] = set()
@@ -170,11 +174,11 @@ class IRCClient:
 
     def _handle(self, line: IRCLine) -> None:
         cmd = line.command
-        if cmd == "PRIVMSG" and len(line.params) >= 2:
+        if cmd in CHAT_COMMANDS and len(line.params) >= CHAT_COMMANDS[cmd]:
             try:
-                self.on_privmsg(line)
+                self.on_chat(line)
             except Exception:
-                log.exception("irc: a chat line from %s could not be handled", line.nick)
+                log.exception("irc: a %s line from %s could not be handled", cmd, line.nick)
         elif cmd == "PING":
             self._write(format_line("PONG", *(line.params[-1:] or ["pong"])))
         elif cmd == "CAP" and len(line.params) >= 3 and line.params[1] in ("ACK", "NAK"):

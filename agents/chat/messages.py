@@ -143,6 +143,30 @@ class ChatMessage:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """Moderation taking chat back (Twitch's CLEARMSG and CLEARCHAT): one message by its id, every
+    message of one user (timeout, ban), or `everything` (the chat cleared: viewers' messages; the
+    moderators' own lines stay). The page's box is not Twitch chat and is never covered."""
+
+    why: str
+    msg_id: str = ""
+    login: str = ""
+    user_id: str = ""
+    everything: bool = False
+
+    def covers(self, msg: ChatMessage) -> bool:
+        if msg.source != "chat":
+            return False
+        if self.everything:
+            return msg.role < Role.MODERATOR
+        if self.msg_id:
+            return msg.msg_id == self.msg_id
+        if self.user_id and msg.user_id:
+            return msg.user_id == self.user_id
+        return bool(self.login) and msg.login == self.login
+
+
 def _tag_role(tags: Mapping[str, str]) -> Role:
     badges = {b.partition("/")[0] for b in tags.get("badges", "").split(",") if b}
     if "broadcaster" in badges:

@@ -69,7 +69,7 @@ class QuestionQueue:
         self.max_age_s = max_age_s
         self.clock = clock
         self.on_drop = on_drop
-        """Told of every question that leaves unanswered: (question, "stale"|"overflow"|"dumped", why)."""
+        """Told of every question that leaves unanswered: (question, "stale"|"overflow"|"dumped"|..., why)."""
         self._items: list[Question] = []
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._seq = 0
@@ -129,11 +129,15 @@ class QuestionQueue:
     def drop_delayed(self) -> list[Question]:
         """Remove every question still held by the broadcast delay (the mods' !dump)."""
         now = self.clock()
-        held = [q for q in self._items if q.not_before > now]
-        for q in held:
+        return self.drop_where(lambda q: q.not_before > now, "dumped", "dumped from the broadcast delay")
+
+    def drop_where(self, wanted: Callable[[Question], bool], kind: str, why: str) -> list[Question]:
+        """Remove every queued question that is `wanted` (each told to on_drop as `kind`, `why`)."""
+        gone = [q for q in self._items if wanted(q)]
+        for q in gone:
             self._items.remove(q)
-            self.on_drop(q, "dumped", "dumped from the broadcast delay")
-        return held
+            self.on_drop(q, kind, why)
+        return gone
 
     def snapshot(self) -> list[Question]:
         """The queued questions in the order they would be answered."""

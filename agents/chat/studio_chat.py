@@ -1,6 +1,7 @@
 """The studio's chat: one IRC connection, one desk per channel that has a `chat:` section.
 
-The connection routes each PRIVMSG by its IRC channel to that channel's desk, so one bot serves
+The connection routes each PRIVMSG (and each moderation of one: CLEARMSG, CLEARCHAT) by its IRC
+channel to that channel's desk, so one bot serves
 every channel on air; channels can come and go at run time (the admin API) without touching
 the connection of the others. The connection opens when the first channel names an IRC
 channel and stays open (reading nothing) if the last one leaves.
@@ -15,7 +16,7 @@ from agents.channel import Channel
 from agents.chat.config import IRCConfig
 from agents.chat.desk import ChatDesk
 from agents.chat.irc import IRCClient
-from agents.chat.messages import ChatMessage, IRCLine
+from agents.chat.messages import ChatMessage, IRCLine, Retraction
 from agents.config import ChannelConfig, StudioConfig
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,25 @@ class StudioChat:
     async def _connection(self) -> IRCClient:
         assert self.irc_cfg is not None
         if self.irc is None:
-            self.irc = IRCClient(self.irc_cfg, self._on_privmsg)
+            self.irc = IRCClient(self.irc_cfg, self._on_chat)
             await self.irc.start()
         return self.irc
 
-    def _on_privmsg(self, line: IRCLine) -> None:
+    def _on_chat(self, line: IRCLine) -> None:
         desk = self._by_irc.get(line.params[0].lower())
-        if desk is None or line.nick.lower() == (self.irc.nick if self.irc else "").lower():
-            return  # a channel no longer routed here, or our own line echoed back
-        msg = ChatMessage.from_privmsg(line, desk.cfg.roles)
-        if msg is not None:
-            desk.receive(msg)
+        if desk is None:
+            return  # a channel no longer routed here
+        if line.command == "CLEARMSG":  # a mod deleted one message
+            desk.retract(Retraction(msg_id=line.tags.get("target-msg-id", ""), why="a moderator deleted it"))
+        elif line.command == "CLEARCHAT" and len(line.params) >= 2:  # a user timed out or banned
+            why = "its sender was timed out" if line.tags.get("ban-duration") else "its sender was banned"
+            desk.retract(Retraction(login=line.params[1].lower(), user_id=line.tags.get("target-user-id", ""), why=why))
+        elif line.command == "CLEARCHAT":
+            desk.retract(Retraction(everything=True, why="a moderator cleared the chat"))
+        elif line.nick.lower() != (self.irc.nick if self.irc else "").lower():  # not our own line echoed
+            msg = ChatMessage.from_privmsg(line, desk.cfg.roles)
+            if msg is not None:
+                desk.receive(msg)
 
     def stats(self) -> dict[str, Any]:
         return {
