@@ -311,20 +311,20 @@ class ChatDesk:
 
     async def _air_say(self, say: _Say) -> None:
         self._current_msg = say.msg
-        turn = await self._start_turn("say", say.text, say.msg.display_name)
-        self._current = [turn]
-        await turn.finished.wait()
-        self.counts["said"] += 1
+        turn = await self._start_current("say", say.text, say.msg)
+        if turn is not None:
+            await turn.finished.wait()
+            self.counts["said"] += 1
 
     async def _air_question(self, q: Question) -> None:
         self._current_msg = q.msg
         announce = self.cfg.announce.format(name=q.msg.display_name, question=q.text)
         announce = self.moderation.filter_output(announce) or self.cfg.announce.format(name="someone", question=q.text)
-        self._current = [await self._start_turn("say", announce, q.msg.display_name)]
-        if self._current_msg is not q.msg:  # retracted while the channel was busy
+        if await self._start_current("say", announce, q.msg) is None:
             return
-        answer = await self._start_turn("answer", q.text, q.msg.display_name)
-        self._current.append(answer)
+        answer = await self._start_current("answer", q.text, q.msg)
+        if answer is None:
+            return
         await answer.finished.wait()
         if self._current_msg is not q.msg:
             return  # retracted on air: it was cut, and nothing of it goes back to chat
@@ -333,6 +333,16 @@ class ChatDesk:
         log.info("chat %s: answered %s (%d chars heard)", self.name, q.msg.login, len(heard))
         if heard and self.cfg.reply_in_chat and self.post is not None:
             self.post(f"@{q.msg.display_name} {heard}" if q.msg.source == "chat" else heard)
+
+    async def _start_current(self, kind: str, text: str, msg: ChatMessage) -> TurnHandle | None:
+        """A turn airing `msg`'s item, kept in `_current` (where a retraction finds it); None, and
+        stopped, if `msg` was retracted while the turn waited for room on the channel."""
+        turn = await self._start_turn(kind, text, msg.display_name)
+        self._current.append(turn)
+        if self._current_msg is not msg:
+            self.channel.stop_turn(turn, "retracted while it waited")
+            return None
+        return turn
 
     async def _start_turn(self, kind: str, text: str, user: str) -> TurnHandle:
         """A turn on the channel; while it is full of turns from elsewhere (page, voice), wait for one to end.
