@@ -5,9 +5,8 @@
 The studio side runs in a child process: a channel built from the parts a real one uses (Program
 -> its one ChannelEncoder -> WebRTC, MPEG-TS over HTTP, RTMP push), showing a still picture. Every
 frame leaving the program carries the time it left (CLOCK_MONOTONIC, one clock for every process
-on the machine) as 32 black/white blocks across its top: 24 bits of milliseconds and an 8-bit
-check, which survive H.264 and scaling. Receivers in this process read the stamp of each frame
-as it is shown:
+on the machine) as 32 black/white blocks across its top (bench/frame_stamp.py). Receivers in this
+process read the stamp of each frame as it is shown:
   webrtc  an aiortc viewer (tests/viewer_client.py), jitter buffer included
   rtmp    pushed to nginx-rtmp on 127.0.0.1 and played back with PyAV
   mpegts  GET /c/bench/stream.ts played with PyAV
@@ -43,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the receivers and fixtures are the tests' real peers
+from bench.frame_stamp import age_ms, draw_stamp, now_ms, read_stamp, stamp_rows  # noqa: E402
 from stream.webrtc import restrict_host_candidates  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.obs_server import ObsStudio, outside_interfaces, screenshot  # noqa: E402
@@ -50,46 +50,8 @@ from tests.rtmp_server import NginxRtmp  # noqa: E402
 from tests.viewer_client import AiortcViewer  # noqa: E402
 
 SIZE, FPS = 512, 25
-BLOCKS_PER_ROW, ROWS = 16, 2
-WRAP = 1 << 24
 WARMUP_S = 1.0
 """Frames in the first second after a receiver starts are left out: players catch up from their probe."""
-
-
-# ---------------------------------------------------------------------- the stamp
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000) % WRAP
-
-
-def _check(ms: int) -> int:
-    return (((ms >> 16) & 0xFF) + ((ms >> 8) & 0xFF) + (ms & 0xFF)) & 0xFF ^ 0xA5
-
-
-def draw_stamp(image: np.ndarray, ms: int) -> None:
-    """Write `ms` into the top rows of `image` (RGB, in place)."""
-    block = image.shape[1] // BLOCKS_PER_ROW
-    word = (ms << 8) | _check(ms)
-    for i in range(BLOCKS_PER_ROW * ROWS):
-        y, x = divmod(i, BLOCKS_PER_ROW)
-        image[y * block : (y + 1) * block, x * block : (x + 1) * block] = 235 if word >> (31 - i) & 1 else 16
-
-
-def read_stamp(gray: np.ndarray) -> int | None:
-    """The ms stamped into a (possibly scaled) grey frame, or None when it does not check out."""
-    block = gray.shape[1] // BLOCKS_PER_ROW
-    if gray.shape[0] < ROWS * block:
-        return None
-    word, q = 0, block // 4
-    for i in range(BLOCKS_PER_ROW * ROWS):
-        y, x = divmod(i, BLOCKS_PER_ROW)
-        centre = gray[y * block + q : (y + 1) * block - q, x * block + q : (x + 1) * block - q]
-        word = (word << 1) | int(centre.mean() > 128)
-    ms = word >> 8
-    return ms if word & 0xFF == _check(ms) else None
-
-
-def _age_ms(seen_ms: float, stamp: int | None) -> float | None:
-    return None if stamp is None else (int(seen_ms) - stamp) % WRAP
 
 
 def _summary(ages: list[float]) -> dict[str, Any]:
@@ -111,7 +73,7 @@ class _StampedSink:
 
     def on_video(self, image: np.ndarray, frame: int) -> None:
         image = image.copy()
-        draw_stamp(image, _now_ms())
+        draw_stamp(image, now_ms())
         self.encoder.on_video(image, frame)
 
     async def ready(self) -> None:
@@ -208,7 +170,7 @@ class _AvStampReader:
             container.streams.video[0].thread_type = "SLICE"  # frame threads would hold frames back
             for frame in container.decode(video=0):
                 now = time.monotonic()
-                age = _age_ms(now * 1000, read_stamp(frame.to_ndarray(format="gray")))
+                age = age_ms(now * 1000, read_stamp(frame.to_ndarray(format="gray")))
                 if age is not None:
                     self.ages.append((now, age))
                 if self.stop.is_set():
@@ -247,13 +209,13 @@ async def _get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 
 async def webrtc_latency(base: str, seconds: float) -> list[float]:
-    viewer = AiortcViewer(base, "bench", crop=(0, 0, SIZE, ROWS * SIZE // BLOCKS_PER_ROW))
+    viewer = AiortcViewer(base, "bench", crop=(0, 0, SIZE, stamp_rows(SIZE)))
     await viewer.connect()
     await asyncio.sleep(seconds)  # the measuring window
     await viewer.close()
     start = viewer.got.video_times[0] + WARMUP_S
     seen = zip(viewer.got.video_times, viewer.got.frames, strict=True)
-    ages = [(t, _age_ms(t * 1000, read_stamp(crop))) for t, crop in seen]
+    ages = [(t, age_ms(t * 1000, read_stamp(crop))) for t, crop in seen]
     return [a for t, a in ages if a is not None and t >= start]
 
 
@@ -286,7 +248,7 @@ async def obs_latency(base: str, seconds: float, work: Path) -> tuple[list[float
             t0 = time.monotonic()
             shot = await asyncio.to_thread(screenshot, client, name, SIZE // 2, SIZE // 2)
             t1 = time.monotonic()
-            age = _age_ms((t0 + t1) / 2 * 1000, read_stamp(shot.mean(2)))
+            age = age_ms((t0 + t1) / 2 * 1000, read_stamp(shot.mean(2)))
             if age is None:
                 continue
             first = first or t1
