@@ -157,9 +157,13 @@ class Studio:
             await channel.start()
             if self.chat is not None:
                 await self.chat.add_channel(channel)
-            if self.obs is not None:
-                self.obs.set_sources(channel_sources(self.cfg, [c.cfg for c in self.channels.values()]))
+            self._obs_follows()
             return channel
+
+    def _obs_follows(self) -> None:
+        """OBS shows the channels on air: the link sets it up again at its next poll."""
+        if self.obs is not None:
+            self.obs.set_sources(channel_sources(self.cfg, [c.cfg for c in self.channels.values()]))
 
     async def remove_channel(self, name: str) -> None:
         async with self._changing:
@@ -167,6 +171,7 @@ class Studio:
             self.demands.pop(name, None)
             if self.chat is not None:
                 await self.chat.remove_channel(name)
+            self._obs_follows()
         await channel.aclose()
         self.tts.forget(name)
         self.lipsync.batcher.forget(name)

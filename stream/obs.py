@@ -171,7 +171,7 @@ class ObsSetup:
         existing = inputs.get(name)
         wanted = source.settings(kind)
         if existing is not None and existing["unversionedInputKind"] != kind:
-            self._send("RemoveInput", {"inputName": name})
+            self.remove(name)
             result.changes.append(f"removed the old {existing['unversionedInputKind']}")
             existing = None
         if existing is None:
@@ -234,6 +234,23 @@ class ObsSetup:
             )
             result.changes.append(f"set the chroma key to {colour}")
 
+    def remove(self, input_name: str) -> bool:
+        """Take an input out of OBS; False when it is not there. Out of every scene first: OBS 29
+        answers RemoveInput with success yet keeps an input that scenes still show (measured here);
+        the last scene item gone, OBS drops the input itself."""
+        if input_name not in self._input_names():
+            return False
+        for scene in self._send("GetSceneList")["scenes"]:
+            for item in self._send("GetSceneItemList", {"sceneName": scene["sceneName"]})["sceneItems"]:
+                if item["sourceName"] == input_name:
+                    self._send("RemoveSceneItem", {"sceneName": scene["sceneName"], "sceneItemId": item["sceneItemId"]})
+        if input_name in self._input_names():  # held elsewhere (a group, a transition)
+            self._send("RemoveInput", {"inputName": input_name})
+        return True
+
+    def _input_names(self) -> set[str]:
+        return {i["inputName"] for i in self._send("GetInputList")["inputs"]}
+
     def _default_settings(self, kind: str) -> dict[str, Any]:
         if kind not in self._defaults:
             self._defaults[kind] = self._send("GetInputDefaultSettings", {"inputKind": kind})["defaultInputSettings"]
@@ -245,7 +262,8 @@ class ObsLink:
 
     Connects, sets up, then checks the link every `poll_s`; when OBS goes away (closed, crashed,
     restarted) it reconnects with exponential backoff and sets up again, since a restarted OBS
-    may have lost what it had not saved. The studio never waits for OBS.
+    may have lost what it had not saved. A channel taken off air at run time has its input removed
+    (only those: inputs this link never set up are not its to remove). The studio never waits for OBS.
     """
 
     def __init__(
@@ -273,11 +291,15 @@ class ObsLink:
         self.results: list[ChannelResult] = []
         self._client: obs.ReqClient | None = None
         self._changed = False
+        self._retired: set[str] = set()
+        """Inputs of channels taken off air, still to be removed from OBS."""
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="obs-link")
         """One thread, so the calls on the (not thread-safe) client never overlap."""
 
     def set_sources(self, sources: Sequence[ChannelSource]) -> None:
-        """The channels on air changed (one added at run time): set OBS up again at the next poll."""
+        """The channels on air changed (added or removed at run time): OBS follows at the next poll."""
+        kept = {s.input_name for s in sources}
+        self._retired = (self._retired | {s.input_name for s in self.sources}) - kept
         self.sources = list(sources)
         self._changed = True
 
@@ -301,7 +323,13 @@ class ObsLink:
     def _apply(self) -> list[ChannelResult]:
         assert self._client is not None
         self._changed = False
-        return ObsSetup(self._client).apply(self.scene, self.sources, self.mode)
+        setup = ObsSetup(self._client)
+        results = setup.apply(self.scene, self.sources, self.mode)
+        for name in sorted(self._retired):
+            if setup.remove(name):
+                log.info("OBS: removed %s (its channel went off air)", name)
+            self._retired.discard(name)
+        return results
 
     def _applied(self, results: list[ChannelResult]) -> None:
         self.results = results

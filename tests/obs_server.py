@@ -175,6 +175,11 @@ class ObsStudio:
             self.xvfb = None
 
 
+def input_names(client: obs.ReqClient) -> list[str]:
+    """Every input OBS has, in any scene."""
+    return [i["inputName"] for i in client.send("GetInputList", raw=True)["inputs"]]
+
+
 def screenshot(client: obs.ReqClient, source: str, width: int, height: int, alpha: bool = False) -> np.ndarray:
     """GetSourceScreenshot of `source` as uint8 (height, width, 3) RGB, or RGBA with `alpha`."""
     data = client.get_source_screenshot(source, "png", width, height, -1).image_data

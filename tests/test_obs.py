@@ -24,7 +24,7 @@ from agents.config import StudioConfig, load_config
 from agents.obs_setup import cmd_obs_setup, obs_link, studio_url
 from stream.obs import CHROMA_FILTER, ChannelSource, ObsLink
 from tests.conftest import ServerThread, eventually, free_port, studio_config
-from tests.obs_server import ObsStudio, TsSite, roomy, screenshot
+from tests.obs_server import ObsStudio, TsSite, input_names, roomy, screenshot
 
 PASSWORD_ENV = "AVATARCAST_TEST_OBS_PASSWORD"
 SCENE = "avatarcast test"
@@ -250,6 +250,13 @@ async def test_the_link_sets_obs_up_again_after_obs_restarts(
         link.set_sources([*link.sources, extra])
         await eventually(lambda: link.setups == 3, 10, "the setup for the new channel")
         assert sorted(_items(obs_studio)) == ["avatarcast extra", "avatarcast keyed", "avatarcast plain"]
+        # taken off air again: its input leaves OBS; the others stay as they are
+        link.set_sources([s for s in link.sources if s.channel != "extra"])
+        await eventually(lambda: link.setups == 4, 10, "the setup without it")
+        assert sorted(_items(obs_studio)) == ["avatarcast keyed", "avatarcast plain"]
+        with obs_studio.client() as client:
+            inputs = input_names(client)
+        assert "avatarcast extra" not in inputs and "avatarcast plain" in inputs
     finally:
 
         async def stop() -> None:

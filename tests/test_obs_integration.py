@@ -15,7 +15,7 @@ import yaml
 from agents import cli
 from agents.config import load_config
 from tests.conftest import ServerThread, eventually, free_port
-from tests.obs_server import ObsStudio, TsPlayer, roomy, screenshot
+from tests.obs_server import ObsStudio, TsPlayer, input_names, roomy, screenshot
 
 PASSWORD_ENV = "AVATARCAST_TEST_OBS_PASSWORD"
 SIZE = 256
@@ -68,6 +68,19 @@ async def test_serve_keeps_its_channels_in_obs_from_its_own_stream_route(
         health = await response.json()
     assert health["obs"]["state"] == "connected" and health["obs"]["setups"] == 1
     assert obs_studio.password not in json.dumps(health)
+
+    # a channel put on air at run time joins OBS, and leaves it when it is taken off air
+    guest = served.studio.cfg.channels[0].model_copy(update={"name": "guest"})
+    served.call(served.studio.add_channel(guest))
+    await eventually(lambda: "avatarcast guest" in _inputs(obs_studio), 20, "the new channel in OBS")
+    served.call(served.studio.remove_channel("guest"))
+    await eventually(lambda: "avatarcast guest" not in _inputs(obs_studio), 20, "the removed channel out of OBS")
+    assert "avatarcast cast" in _inputs(obs_studio)
+
+
+def _inputs(obs_studio: ObsStudio) -> list[str]:
+    with obs_studio.client() as client:
+        return input_names(client)
 
 
 async def test_the_stream_route_plays_and_refuses_an_unknown_channel(served: ServerThread) -> None:
