@@ -2,7 +2,7 @@
 
 Each sentence becomes one or more segments as soon as the TTS has it, so the first words are
 on air while later sentences are still being synthesised. The silence a voice puts before each
-sentence (Piper: 40-250 ms) is cut to a breath first: the first answer is heard that much sooner.
+sentence (Piper: 20-250 ms) is cut to a breath first: the first answer is heard that much sooner.
 """
 
 from __future__ import annotations
