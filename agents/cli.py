@@ -24,16 +24,13 @@ import time
 from pathlib import Path
 
 from agents.config import ConfigError, StudioConfig, load_config
-from agents.obs_setup import register as register_obs_setup
+from agents.errors import UserError
+from agents.front.obs_setup import register as register_obs_setup
 from models.avatars import PackError
 from models.defaults import PROJECT_ROOT
 
 log = logging.getLogger("avatarcast")
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
-
-
-class UserError(Exception):
-    """Ends the command with its message and exit code 2."""
 
 
 def _say(message: str) -> None:
@@ -59,7 +56,7 @@ def cmd_setup(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- serve / demo
 def _check_port_free(host: str, port: int) -> None:
-    from agents.preflight import port_problem
+    from agents.front.preflight import port_problem
 
     problem = port_problem(host, port)
     if problem:
@@ -74,16 +71,16 @@ def _quit_at_once() -> None:
 async def _serve(cfg: StudioConfig) -> None:
     from aiohttp import web
 
-    from agents.studio import Studio
-    from agents.web import make_app
+    from agents.front.app import make_app
+    from agents.front.front import Front
 
     _check_port_free(cfg.server.host, cfg.server.port)  # before minutes of model loading, not after
-    studio = Studio(cfg)
+    front = Front(cfg)
     t0 = time.monotonic()
     runner: web.AppRunner | None = None
     try:
-        await studio.start()
-        runner = web.AppRunner(make_app(studio), access_log=None)
+        await front.start()
+        runner = web.AppRunner(make_app(front), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, cfg.server.host, cfg.server.port).start()
@@ -92,10 +89,10 @@ async def _serve(cfg: StudioConfig) -> None:
                 f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}; "
                 "fix: free the port, or choose another with --port or server.port"
             ) from None
-        studio.start_obs_link()  # OBS's sources play from the server: it must be listening first
+        front.start_obs_link()  # OBS's sources play from the server: it must be listening first
         host = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "::") else cfg.server.host
         _say(f"on air in {time.monotonic() - t0:.1f} s")
-        for name in studio.channels:
+        for name in front.where:
             _say(f"  {name}: http://{host}:{cfg.server.port}/c/{name}")
         _say("press Ctrl+C to stop")
         stop = asyncio.Event()
@@ -109,11 +106,11 @@ async def _serve(cfg: StudioConfig) -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
-        await studio.aclose()
+        await front.aclose()
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from agents.preflight import preflight
+    from agents.front.preflight import preflight
 
     checks = asyncio.run(preflight(_load(args.config), _say))
     return 0 if all(c.ok for c in checks) else 1
@@ -132,9 +129,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- render
 async def _render(cfg: StudioConfig, channel_name: str | None, avatar: str | None, text: str, out: Path) -> None:
-    from agents.channel import Channel
-    from agents.speech import speech_segments
-    from models.lipsync.service import LipSyncService
+    from agents.conversation.speech import speech_segments
+    from agents.worker.channel import Channel
+    from agents.worker.studio import local_lipsync
     from models.tts_service import load_voice
     from stream.clock import OfflineClock
     from stream.mp4 import Mp4Writer
@@ -159,7 +156,7 @@ async def _render(cfg: StudioConfig, channel_name: str | None, avatar: str | Non
             language=voice.language,
         ),
     )
-    lipsync = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch, sprite_kernel=cfg.lipsync.kernel)
+    lipsync = local_lipsync(cfg)
     channel = Channel(ch_cfg, lipsync=lipsync, tts=tts, clock=OfflineClock())
     try:
         await channel.prepare()
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aioice", "aiortc", "asyncio", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from agents.studio import StudioError
+    from agents.worker.studio import StudioError
     from models.faces import FaceModelsFetchError, FaceModelsMissing, PhotoError
 
     try:

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from agents.config import load_config
-from agents.persona import Knowledge, Memory, Persona
-from agents.sentences import ClauseSplitter
+from agents.conversation.persona import Knowledge, Memory, Persona
+from agents.conversation.sentences import ClauseSplitter
 from models.defaults import PROJECT_ROOT
 from models.protocols import GenerationParams
 
@@ -87,7 +87,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     persona = Persona(p.name, p.system_prompt, p.style, p.max_answer_words, knowledge)
     llm = None
     if args.llm != "none":
-        from agents.studio import load_llm
+        from agents.worker.studio import load_llm
 
         llm = await load_llm(cfg.llm)
     rows = []

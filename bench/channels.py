@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 import torch
 
-from agents.channel import Channel
 from agents.config import ChannelConfig, parse_config
-from agents.speech import speech_segments
+from agents.conversation.speech import speech_segments
+from agents.worker.channel import Channel
 from models.lipsync.service import LipSyncService
 from models.tts_piper import PiperTTS
 from stream.clock import AUDIO_RATE
@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=None, help="renderer threads (default: half the cores)")
     args = ap.parse_args()
     threads = args.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2)
-    torch.set_num_threads(threads)  # as serve sets them (agents/studio.py)
+    torch.set_num_threads(threads)  # as serve sets them (agents/worker/studio.py)
     cv2.setNumThreads(threads)
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(run(args))

@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace) -> dict:
 
             await viewer.until(lambda g, answered=answered: answered(g) is not None, 30, "the answer at the viewer")
             first = answered(viewer.got)
-            turn = max(channel.turns.values(), key=lambda t: t.stages.get("created", 0), default=None)
+            turn = max(channel.conversation.turns.values(), key=lambda t: t.stages.get("created", 0), default=None)
             stages = {
                 STAGE_NAMES.get(s, s): round((turn.stages[s] - spoken_end) * 1000)
                 for s in STAGES
@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> dict:
             }
             stages["first_packet_at_viewer"] = round((first - spoken_end) * 1000)
             turns.append(stages)
-            await eventually(lambda: not channel.turns, 60, "the answer to finish")
+            await eventually(lambda: not channel.conversation.turns, 60, "the answer to finish")
         await viewer.close()
     finally:
         server.stop()

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -36,7 +37,6 @@ BUILTIN_BASE = "builtin:base"
 BASE_MODEL_SIZE = 145_217_532
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SHORT_WINDOW_S = 10
 """Encoder window for clips up to this long less a second (a viewer's question nearly always). Whisper
 pads everything to 30 s and the encoder cost follows the window: tiny.en on 2 cores here took ~0.33 s
@@ -120,17 +120,19 @@ def _model_dir(model: str | Path) -> Path:
     return folder
 
 
-def _device(choice: str) -> tuple[str, str]:
-    """(device, compute type): int8 on CPU is ~3x float32 speed at equal accuracy; GPUs want float16."""
+def _device(choice: str) -> tuple[str, int, str]:
+    """(device, index, compute type): int8 on CPU is ~3x float32 speed at equal accuracy; GPUs want float16."""
     import ctranslate2
 
-    if choice not in DEVICE_CHOICES:
-        raise ValueError(f"device {choice!r} is not one of {DEVICE_CHOICES}")
-    cuda = ctranslate2.get_cuda_device_count() > 0
-    if choice == "cuda" and not cuda:
-        raise ASRLoadError("device 'cuda' was asked for but CTranslate2 sees no CUDA GPU; use 'auto' or 'cpu'")
-    device = "cuda" if cuda and choice != "cpu" else "cpu"
-    return device, "float16" if device == "cuda" else "int8"
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d{1,2}))?", choice)
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise ValueError(f"device {choice!r} is not one of auto, cpu, cuda, cuda:N")
+    gpus = ctranslate2.get_cuda_device_count()
+    index = int(match[2] or 0)
+    if match[1] == "cuda" and index >= gpus:
+        raise ASRLoadError(f"device {choice!r} was asked for but CTranslate2 sees {gpus} CUDA GPU(s); use auto or cpu")
+    device = "cuda" if gpus and match[1] != "cpu" else "cpu"
+    return device, index, "float16" if device == "cuda" else "int8"
 
 
 class _UrgentFirstPool:
@@ -202,13 +204,18 @@ class WhisperASR:
         from faster_whisper import WhisperModel
 
         folder = _model_dir(model)
-        dev, compute_type = _device(device)
+        dev, index, compute_type = _device(device)
         cores = os.cpu_count() or 1
         workers = workers or max(1, cores // 4)
         threads = max(1, cores // workers)
         try:
             whisper = WhisperModel(
-                str(folder), dev, compute_type=compute_type, cpu_threads=threads, num_workers=workers
+                str(folder),
+                dev,
+                device_index=index,
+                compute_type=compute_type,
+                cpu_threads=threads,
+                num_workers=workers,
             )
         except Exception as exc:
             raise ASRLoadError(f"cannot load the Whisper model in {folder}: {exc}") from exc

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import concurrent.futures
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -90,3 +92,82 @@ class ASREvent:
     kind: str
     at: float
     text: str = ""
+
+
+class ASR(Protocol):
+    """One speech recogniser shared by every listening session of the process (models/listen.py
+    runs the VAD and decides when to ask it)."""
+
+    multilingual: bool
+
+    def transcribe(
+        self, audio: np.ndarray, *, beam_size: int = 1, urgent: bool = True
+    ) -> concurrent.futures.Future[str]:
+        """Text of `audio` (float32 mono 16 kHz), decoded off the caller's thread; `urgent=False`
+        (partials) lets urgent jobs (finals) go first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------- lip-sync
+class PreparedFace(Protocol):
+    """One avatar pack made ready for one frame size (by whichever process renders it)."""
+
+    kind: str
+    """The pack kind: "sprite", "photo" (or a neural model's)."""
+    size: tuple[int, int]
+    """(width, height) of the frames it renders."""
+    mouth_box: tuple[int, int, int, int]
+    """(x0, y0, x1, y1) of the mouth region in rendered frames, for tests and A/V measurement."""
+    still: np.ndarray
+    """The neutral frame as I420 (uint8 (height * 3 // 2, width)), shown when rendering fails or runs late."""
+
+
+class FrameLease(Protocol):
+    """Host memory frames are rendered into (models/frame_ring.py FrameRing)."""
+
+    frame_shape: tuple[int, ...]
+
+    def lease(self, n: int) -> list[np.ndarray] | None: ...
+
+
+class LipSync(Protocol):
+    """Frames for every channel, batched across channels by deadline: in this process
+    (models/lipsync/service.py) or in the GPU service process (models/lipsync/remote.py)."""
+
+    device: Any
+    """Where the frames are drawn (a torch.device)."""
+
+    async def prepare(self, pack_dir: Path, size: tuple[int, int], background: tuple[int, int, int] | None) -> Any:
+        """A PreparedFace for `pack_dir` at `size`, over a flat `background` colour if given (drawn
+        packs). Raises models.avatars.PackError for a bad pack."""
+        ...
+
+    def frame_ring(self, face: Any, slots: int, name: str) -> FrameLease:
+        """Host memory for `slots` of `face`'s frames, of the kind this service renders into."""
+        ...
+
+    async def render(
+        self,
+        face: Any,
+        params: np.ndarray,
+        into: Sequence[np.ndarray],
+        *,
+        deadline: float | None = None,
+        key: str = "",
+        expires: float | None = None,
+    ) -> None:
+        """Draw `face` posed by params[i] (float32 (n, N_PARAMS)) into into[i] (I420 frames leased from
+        `frame_ring`). `deadline`: the monotonic time the first frame goes on air; `key`: the channel;
+        `expires`: when the last one does. Raises models.batcher.Overloaded (queue full; Expired: too
+        late) and whatever the renderer raised."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """A channel left: drop its counters."""
+        ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,6 +1,6 @@
 """Captions and chat overlays: drawn into the frames (burn-in), or served as pages for OBS.
 
-Imports only stream/ (frame and event types); the routes that serve the pages live in agents/web.py.
+Imports only stream/ (frame and event types); the routes that serve the pages live in agents/worker/routes.py.
 """
 
 from pathlib import Path

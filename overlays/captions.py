@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from stream.clock import AUDIO_RATE, VideoFormat
-from stream.frames import EventKind, ProgramEvent
+from stream.frames import EventKind, ProgramEvent, frame_size, is_i420
 from stream.program import ProgramSink
 
 MAX_WORDS = 7
@@ -89,18 +89,42 @@ class CaptionBurner:
 
 
 def draw_caption(image: np.ndarray, text: str, scale: float, thickness: int) -> np.ndarray:
-    """`image` with `text` on a dark band at the bottom, shrunk to fit the width."""
-    out = image.copy()
-    h, w = out.shape[:2]
+    """`image` (I420 or RGB) with `text` on a dark band at the bottom, shrunk to fit the width."""
+    width, height = frame_size(image)
     font = cv2.FONT_HERSHEY_SIMPLEX
     (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
-    if tw > w * 0.94:
-        scale *= w * 0.94 / tw
+    if tw > width * 0.94:
+        scale *= width * 0.94 / tw
         (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
     pad = max(4, th // 2)
-    top = h - th - base - 3 * pad
-    band = out[top:h]
-    band[:] = (band.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken: readable on any face
-    origin = ((w - tw) // 2, h - base - 2 * pad)
-    cv2.putText(out, text, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    top = max(0, height - th - base - 3 * pad) & ~1  # even: the band starts on a chroma row
+    origin = ((width - tw) // 2, height - base - 2 * pad - top)
+    mask = np.zeros((height - top, width), np.uint8)  # the text, anti-aliased, over the band
+    cv2.putText(mask, text, origin, font, scale, 255, thickness, cv2.LINE_AA)
+    if is_i420(image):
+        return _caption_i420(image, top, mask)
+    out = image.copy()
+    band = out[top:]
+    alpha = mask[..., None].astype(np.float32) / 255
+    band[:] = (band * np.float32(0.4) * (1 - alpha) + 255 * alpha + 0.5).astype(np.uint8)
+    return out
+
+
+def _caption_i420(image: np.ndarray, top: int, mask: np.ndarray) -> np.ndarray:
+    """The band darkened to 40 % and the text in white, drawn on the planes themselves: luma at full
+    resolution, chroma pulled to neutral under the text at half."""
+    out = image.copy()
+    width, height = frame_size(image)
+    flat = out.reshape(-1)
+    luma = out[:height]
+    chroma_w, chroma_h = width // 2, height // 2
+    u = flat[height * width : height * width + chroma_w * chroma_h].reshape(chroma_h, chroma_w)
+    v = flat[height * width + chroma_w * chroma_h :].reshape(chroma_h, chroma_w)
+    alpha = mask.astype(np.float32) / 255
+    band = luma[top:].astype(np.float32)
+    luma[top:] = (((band - 16) * 0.4 + 16) * (1 - alpha) + 235 * alpha + 0.5).astype(np.uint8)
+    small = cv2.resize(alpha, (chroma_w, chroma_h - top // 2), interpolation=cv2.INTER_AREA)
+    for plane in (u, v):
+        c = plane[top // 2 :].astype(np.float32)
+        plane[top // 2 :] = (((c - 128) * 0.4 + 128) * (1 - small) + 128 * small + 0.5).astype(np.uint8)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+import cv2
 import numpy as np
 
 
@@ -55,3 +56,29 @@ class ProgramEvent:
     played: float = 0.0  # seconds of the segment that went out (SEGMENT_FINISHED)
     duration: float = 0.0  # seconds the segment was meant to last
     interrupted: bool = False  # cut short by Program.cut
+
+
+# ---------------------------------------------------------------------- video frames
+# A video frame on its way to the encoder is a uint8 numpy array in one of two layouts:
+#   I420 (yuv420p), shape (height * 3 // 2, width): the Y plane, then U, then V (each a quarter),
+#        packed; what renderers make and x264 takes as it is (BT.601, limited range);
+#   RGB, shape (height, width, 3): pictures made on the CPU for tests and tools; converted once.
+
+
+def is_i420(image: np.ndarray) -> bool:
+    return image.ndim == 2
+
+
+def frame_size(image: np.ndarray) -> tuple[int, int]:
+    """(width, height) in pixels of an I420 or RGB frame."""
+    return (image.shape[1], image.shape[0] * 2 // 3) if is_i420(image) else (image.shape[1], image.shape[0])
+
+
+def to_i420(image: np.ndarray) -> np.ndarray:
+    """An RGB frame as I420 (OpenCV's SIMD BT.601 conversion, ~0.1 ms at 512x512); I420 as it is."""
+    return image if is_i420(image) else cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An I420 frame as RGB (for pictures people look at: tests, thumbnails); RGB as it is."""
+    return cv2.cvtColor(image, cv2.COLOR_YUV2RGB_I420) if is_i420(image) else image

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,8 +41,8 @@ class FrameSource(Protocol):
     a renderer with other channels can schedule each render by when its frames air (`Program.due`).
     """
 
-    async def render(self, first: int, cues: np.ndarray) -> np.ndarray:
-        """Frames first .. first+len(cues)-1 -> uint8 (n, height, width, 3) RGB.
+    async def render(self, first: int, cues: np.ndarray) -> Sequence[np.ndarray]:
+        """Frames first .. first+len(cues)-1, each in the encoder's format (I420; stream/frames.py).
 
         cues[i] is the speech cue row of frame first+i (all zeros while nobody speaks).
         """

@@ -62,12 +62,14 @@ async def eventually(predicate: Callable[[], bool], limit_s: float, what: str) -
 
 
 class ServerThread:
-    """A studio and its web server on their own event loop in a thread, as in production."""
+    """A studio (its front, one worker in this process) and its web server on their own event loop in
+    a thread, as in production. `studio` is that worker's Studio."""
 
     def __init__(self, cfg: StudioConfig) -> None:
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="studio", daemon=True)
+        self.front: Any = None
         self.studio: Any = None
         self.runner: Any = None
 
@@ -81,13 +83,14 @@ class ServerThread:
     def start(self) -> ServerThread:
         from aiohttp import web
 
-        from agents.studio import Studio
-        from agents.web import make_app
+        from agents.front.app import make_app
+        from agents.front.front import Front
 
         async def up() -> None:
-            self.studio = Studio(self.cfg)
-            await self.studio.start()
-            self.runner = web.AppRunner(make_app(self.studio), access_log=None)
+            self.front = Front(self.cfg)
+            await self.front.start()
+            self.studio = self.front.studio
+            self.runner = web.AppRunner(make_app(self.front), access_log=None)
             await self.runner.setup()
             await web.TCPSite(self.runner, "127.0.0.1", self.cfg.server.port).start()
 
@@ -99,8 +102,8 @@ class ServerThread:
         async def down() -> None:
             if self.runner is not None:
                 await self.runner.cleanup()
-            if self.studio is not None:
-                await self.studio.aclose()
+            if self.front is not None:
+                await self.front.aclose()
 
         try:
             self.call(down(), timeout=60)
@@ -172,7 +175,7 @@ def espeak(text: str, rate: int = 48_000, pad_s: float = 0.0) -> np.ndarray:
     """Real synthetic speech of `text` from espeak-ng (a Debian package), as int16 mono at `rate`."""
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is not installed (make test installs it as root)")
-    from agents.speech import to_program_rate
+    from agents.conversation.speech import to_program_rate
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"

@@ -38,7 +38,7 @@ async def test_the_answer_streams_into_speech_and_a_stop_aborts_the_llm_request(
         http.post(f"{server.url}/c/nova/chat", json={"text": "hello chat, tell me a long story"}) as res,
     ):
         turn_id = (await res.json())["turn"]
-    turn = channel.turns[turn_id]
+    turn = channel.conversation.turns[turn_id]
     await eventually(lambda: "on_air" in turn.stages, 20, "the first words of the answer on air")
     assert "llm_first_token" in turn.stages and "first_clause" in turn.stages
     assert not turn.degraded, turn.degraded
@@ -49,6 +49,6 @@ async def test_the_answer_streams_into_speech_and_a_stop_aborts_the_llm_request(
     await eventually(lambda: turn.finished.is_set(), 5, "the turn to end")
     assert running == 1, "the answer was still being generated when it was stopped"
     assert turn.interrupted and len(turn.heard_text()) < len(" ".join(turn.spoken)) + 1
-    await eventually(lambda: not channel.turns, 5, "the turn to close")
-    roles = [m["role"] for m in channel.memory.messages()]
+    await eventually(lambda: not channel.conversation.turns, 5, "the turn to close")
+    roles = [m["role"] for m in channel.conversation.memory.messages()]
     assert roles[-2:] == ["user", "assistant"]

@@ -81,7 +81,7 @@ def test_mic_button_sends_the_viewers_voice(server: ServerThread, chromium) -> N
     driver.get(f"{server.url}/c/nova")
     wait = WebDriverWait(driver, 30, poll_frequency=0.2)
     wait.until(lambda d: state(d).get("connection") == "connected")
-    viewers = server.studio.channels["nova"].webrtc.viewers
+    viewers = server.studio.channels["nova"].media.webrtc.viewers
     viewer = viewers[state(driver)["viewer"]]
     assert viewer.mic_frames == 0, "no mic audio before the button is pressed"
     mic = driver.find_element(By.ID, "mic")

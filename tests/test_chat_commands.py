@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from agents.chat.commands import Request, allowed, help_text, parse_request
-from agents.chat.config import ChatConfig, ChatPersona
 from agents.chat.messages import ChatMessage, IRCLine, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import QUOTE_RULE, build_persona, quoting
 from agents.chat.wire import LineSplitter, LineTooLong, MalformedLine, SendWindow, decode_line, split_for_privmsg
 from agents.config import PersonaConfig
-from agents.persona import Knowledge, Memory, Persona
+from agents.config.chat import ChatConfig, ChatPersona
+from agents.conversation.persona import Knowledge, Memory, Persona
 
 
 @pytest.mark.parametrize(

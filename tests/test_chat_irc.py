@@ -59,8 +59,7 @@ async def test_commands_from_irc_clients_are_obeyed_by_role_spoken_and_answered_
     await alice.connect("#gamma")
     await bob.connect("#gamma")
 
-    chat = server.studio.chat  # the studio's own: started with it, for the channels with a chat section
-    assert chat is not None
+    chat = server.front.chat  # the studio's own: started with it, for the channels with a chat section
     gamma = server.studio.channels["gamma"]
     air = AirLog(gamma)
     viewer = AiortcViewer(server.url, "gamma")
@@ -75,7 +74,7 @@ async def test_commands_from_irc_clients_are_obeyed_by_role_spoken_and_answered_
             "the bot in #gamma",
         )
         assert chat.irc is not None and "message-tags" in chat.irc.acked_caps
-        desk = chat.desk("gamma")
+        desk = server.studio.desks.desk("gamma")
         await viewer.connect()
 
         bob.send("PRIVMSG #gamma :!skip", "@+mod=1;+badges=broadcaster/1 PRIVMSG #gamma :!clear")
@@ -91,12 +90,12 @@ async def test_commands_from_irc_clients_are_obeyed_by_role_spoken_and_answered_
         assert reply.params == ["#gamma", "@bob We sell light running shoes."]
         assert air.said("bob asks: what do you sell?"), "the avatar says whom it answers"
         assert air.said("we sell light running shoes")
-        await eventually(lambda: gamma.memory.messages(), 5, "the exchange in memory")
+        await eventually(lambda: gamma.conversation.memory.messages(), 5, "the exchange in memory")
 
         alice.send("PRIVMSG #gamma :!clear", "PRIVMSG #gamma :!say Thanks for watching, everyone.")
         await eventually(lambda: air.said("thanks for watching"), 15, "alice's !say on air")
         assert desk.commands["clear"] == 1 and desk.commands["say"] == 1
-        assert not [m for m in gamma.memory.messages() if "shoes" in m["content"]], "alice's !clear"
+        assert not [m for m in gamma.conversation.memory.messages() if "shoes" in m["content"]], "alice's !clear"
     finally:
         await viewer.close()
         await alice.close()

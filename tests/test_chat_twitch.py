@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.chat.config import IRCConfig
-from agents.chat.studio_chat import StudioChat
+from agents.chat.router import ChatRouter
+from agents.config.chat import IRCConfig
 from tests.conftest import ServerThread, eventually
 from tests.irc_servers import AirLog, TwitchServer, chat_studio_config, twitch_privmsg, twitch_user_id
 
@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 class Rig:
-    """The scripted server, and a StudioChat on the studio's loop connected to it."""
+    """The scripted server, and the front's chat router on the studio's loop connected to it."""
 
     def __init__(self, server: ServerThread, keepalive_s: float = 60.0) -> None:
         self.server = server
@@ -80,15 +80,21 @@ class Rig:
         )
         cfg = server.cfg.model_copy(update={"irc": irc})
 
-        async def make() -> StudioChat:
+        async def make() -> ChatRouter:
             # the studio's own chat points at a closed port: replace it with one on this scripted server
-            if server.studio.chat is not None:
-                await server.studio.chat.aclose()
-            chat = server.studio.chat = StudioChat(cfg, server.studio.channels)
-            await chat.start()
+            front, studio = server.front, server.studio
+            await front.chat.aclose()
+            chat = front.chat = ChatRouter(cfg, front.deliver_chat)
+            studio.post_chat = chat.post
+            studio.desks.bot_nick = irc.nick
+            for name in front.where:  # fresh desks: no limits or queues left over from another test
+                await studio.desks.close(name)
+                studio.desks.open(studio.channels[name])
+                await chat.add(front.configs[name])
             return chat
 
         self.chat = server.call(make())
+        self.desks = server.studio.desks
         self.alpha = server.studio.channels["alpha"]
         self.beta = server.studio.channels["beta"]
 
@@ -103,7 +109,7 @@ class Rig:
         async def down() -> None:
             await self.chat.aclose()
             for channel in (self.alpha, self.beta):
-                channel.interrupt("test over")
+                channel.conversation.interrupt("test over")
 
         self.server.call(down())
         self.twitch.stop()
@@ -161,7 +167,7 @@ async def test_priorities_follow_the_server_tags(rig: Rig) -> None:
     air = AirLog(rig.alpha)
     send = rig.twitch.chat
     send("#alpha", "boss", "!pause", role="broadcaster")
-    await eventually(lambda: rig.chat.desk("alpha").paused, 5, "the pause")
+    await eventually(lambda: rig.desks.desk("alpha").paused, 5, "the pause")
     asked = [
         ("vic", "viewer", 0, "what colour are the shoes"),
         ("sue", "subscriber", 0, "do they come in size ten"),
@@ -171,7 +177,7 @@ async def test_priorities_follow_the_server_tags(rig: Rig) -> None:
     ]
     for login, role, bits, question in asked:
         send("#alpha", login, f"!ask {question}", role=role, bits=bits)
-    desk = rig.chat.desk("alpha")
+    desk = rig.desks.desk("alpha")
     await eventually(lambda: len(desk.queue) == 5, 5, "five questions queued")
     order = [q.msg.login for q in desk.queue.snapshot()]
     assert order == ["boss", "mo", "ben", "sue", "vic"]
@@ -186,32 +192,37 @@ async def test_priorities_follow_the_server_tags(rig: Rig) -> None:
 
 async def test_permissions_follow_the_server_tags(rig: Rig, server: ServerThread) -> None:
     await rig.registered()
-    desk, alpha = rig.chat.desk("alpha"), rig.alpha
+    desk, alpha = rig.desks.desk("alpha"), rig.alpha
 
     async def remember() -> None:
-        alpha.memory.add("user", "remember this")
+        alpha.conversation.memory.add("user", "remember this")
 
     server.call(remember())
     send = rig.twitch.chat
     send("#alpha", "vera", "!clear")
     send("#alpha", "sam", "!persona pirate", role="subscriber")
     await eventually(lambda: desk.dropped.get("denied", 0) == 2, 5, "two denied commands")
-    assert alpha.memory.messages(), "a viewer cannot clear the memory"
-    assert alpha.persona.name == "Nova", "a subscriber cannot switch the persona"
+    assert alpha.conversation.memory.messages(), "a viewer cannot clear the memory"
+    assert alpha.conversation.persona.name == "Nova", "a subscriber cannot switch the persona"
     send("#alpha", "mona", "!clear", role="moderator")
     send("#alpha", "boss", "!persona pirate", role="broadcaster")
-    await eventually(lambda: alpha.persona.name == "Captain", 5, "the broadcaster's !persona")
-    assert alpha.runner.persona is alpha.persona and alpha.persona.style == "Talk like a pirate."
-    assert alpha.persona.knowledge is desk.base_persona.knowledge, "a new persona keeps the channel's knowledge"
-    assert not alpha.memory.messages(), "the mod's !clear"
+    await eventually(lambda: alpha.conversation.persona.name == "Captain", 5, "the broadcaster's !persona")
+    assert (
+        alpha.conversation.runner.persona is alpha.conversation.persona
+        and alpha.conversation.persona.style == "Talk like a pirate."
+    )
+    assert alpha.conversation.persona.knowledge is desk.base_persona.knowledge, (
+        "a new persona keeps the channel's knowledge"
+    )
+    assert not alpha.conversation.memory.messages(), "the mod's !clear"
     send("#alpha", "walt", "!dance")
     await eventually(lambda: any("Commands:" in p for p in rig.twitch.posts("#alpha")), 5, "a help reply")
     help_reply = next(p for p in rig.twitch.posts("#alpha") if "Commands:" in p)
     assert help_reply.startswith("@Walt unknown command !dance") and "!ask <question>" in help_reply
     assert "!skip" not in help_reply, "a viewer is shown the viewer commands only"
     send("#alpha", "boss", "!persona default", role="broadcaster")
-    await eventually(lambda: alpha.persona.name == "Nova", 5, "back to the channel's own persona")
-    assert alpha.runner.output_filter == desk.moderation.filter_output
+    await eventually(lambda: alpha.conversation.persona.name == "Nova", 5, "back to the channel's own persona")
+    assert alpha.conversation.runner.output_filter == desk.moderation.filter_output
 
 
 async def test_deleted_messages_timeouts_and_a_cleared_chat_take_questions_back_even_on_air(rig: Rig) -> None:
@@ -219,10 +230,10 @@ async def test_deleted_messages_timeouts_and_a_cleared_chat_take_questions_back_
     whole chat cleared): what they cover never airs, or stops airing, and is not posted back."""
     await rig.registered()
     air = AirLog(rig.alpha)
-    desk, send, twitch = rig.chat.desk("alpha"), rig.twitch.chat, rig.twitch
+    desk, send, twitch = rig.desks.desk("alpha"), rig.twitch.chat, rig.twitch
     for irc_channel in ("#alpha", "#beta"):
         send(irc_channel, "boss", "!pause", role="broadcaster")
-    await eventually(lambda: desk.paused and rig.chat.desk("beta").paused, 5, "the pauses")
+    await eventually(lambda: desk.paused and rig.desks.desk("beta").paused, 5, "the pauses")
     send("#beta", "amy", "!ask do the shoes fit wide feet")
     send("#alpha", "vic", "!ask is this rude question still here", msg_id="msg-vic-1")
     send("#alpha", "troll", "!ask will my spam be read out")
@@ -237,13 +248,15 @@ async def test_deleted_messages_timeouts_and_a_cleared_chat_take_questions_back_
     twitch.send("@room-id=1000 :tmi.twitch.tv CLEARCHAT #alpha")
     await eventually(lambda: len(desk.queue) == 0, 5, "the cleared chat's questions dropped")
     assert desk.dropped["retracted"] == 4
-    assert len(rig.chat.desk("beta").queue) == 1, "clearing one channel's chat took another's question"
+    assert len(rig.desks.desk("beta").queue) == 1, "clearing one channel's chat took another's question"
 
     send("#alpha", "boss", "!resume", role="broadcaster")
     send("#alpha", "zed", "!ask what do you sell", msg_id="msg-zed-1")
     await eventually(lambda: air.began("zed asks"), 15, "zed's question on air")
     twitch.send("@login=zed;room-id=1000;target-msg-id=msg-zed-1 :tmi.twitch.tv CLEARMSG #alpha :!ask what do you sell")
-    await eventually(lambda: desk.dropped["retracted"] == 5 and not rig.alpha.turns, 10, "zed's turns stopped")
+    await eventually(
+        lambda: desk.dropped["retracted"] == 5 and not rig.alpha.conversation.turns, 10, "zed's turns stopped"
+    )
     send("#alpha", "boss", "!say And now for something else.", role="broadcaster")
     await eventually(lambda: air.said("something else"), 15, "the next line to air")
     assert not air.said("zed asks") and not air.began("running shoes"), "the deleted question went on airing"
@@ -256,7 +269,7 @@ async def test_a_flood_stays_bounded_keeps_mod_commands_and_spares_the_other_cha
     await rig.registered()
     air_beta = AirLog(rig.beta)
     air_alpha = AirLog(rig.alpha)
-    desk = rig.chat.desk("alpha")
+    desk = rig.desks.desk("alpha")
     frames_before, t0 = rig.beta.program.stats["video_frames"], time.monotonic()
     rig.twitch.chat("#beta", "bea", "!ask when is the next stream")
     lines = []
@@ -302,13 +315,13 @@ async def test_bad_lines_are_dropped_and_the_connection_stays(rig: Rig, caplog: 
     assert irc is not None and irc.stats["connects"] == 1 and irc.state == "registered"
     assert sum(irc.dropped.values()) == 8, irc.dropped
     assert caplog.text.count("irc: dropped a line from the server") == 8
-    assert rig.chat.desk("alpha").commands["say"] == 1
+    assert rig.desks.desk("alpha").commands["say"] == 1
 
 
 async def test_the_page_chat_box_goes_through_the_same_desk(rig: Rig, server: ServerThread) -> None:
     await rig.registered()
     air = AirLog(rig.alpha)
-    desk = rig.chat.desk("alpha")
+    desk = rig.desks.desk("alpha")
 
     async def page(text: str, mode: str = "ask", user: str = "10.0.0.7") -> dict[str, str]:
         return desk.submit_page(text, mode, user)
@@ -325,15 +338,15 @@ async def test_the_page_chat_box_goes_through_the_same_desk(rig: Rig, server: Se
 
 
 async def test_the_broadcast_delay_holds_lines_back_and_dump_drops_them(server: ServerThread) -> None:
-    from agents.chat.config import ChatConfig
     from agents.chat.desk import ChatDesk
+    from agents.config.chat import ChatConfig
 
     beta = server.studio.channels["beta"]
     air = AirLog(beta)
 
     async def open_desk(delay_s: float) -> ChatDesk:
         cfg = ChatConfig(page_role="moderator", answer_interval_s=0, broadcast_delay_s=delay_s)
-        desk = ChatDesk(beta, cfg)
+        desk = ChatDesk(beta.conversation, cfg)
         desk.start()
         return desk
 
@@ -361,18 +374,28 @@ async def test_the_broadcast_delay_holds_lines_back_and_dump_drops_them(server: 
 
 async def test_channels_join_and_leave_the_one_connection_at_run_time(rig: Rig, server: ServerThread) -> None:
     await rig.registered()
-    server.call(rig.chat.remove_channel("beta"))
+
+    async def leave() -> None:
+        rig.chat.remove("beta")
+        await server.studio.desks.close("beta")
+
+    server.call(leave())
     await eventually(lambda: rig.twitch.current.joined == {"#alpha"}, 5, "the PART of #beta")
-    assert rig.chat.desk("beta") is None
+    assert rig.desks.desk("beta") is None
     rig.twitch.chat("#beta", "boss", "!pause", role="broadcaster")
     rig.twitch.chat("#alpha", "boss", "!pause", role="broadcaster")
-    await eventually(lambda: rig.chat.desk("alpha").paused, 5, "alpha's pause")
-    server.call(rig.chat.add_channel(rig.beta))
+    await eventually(lambda: rig.desks.desk("alpha").paused, 5, "alpha's pause")
+
+    async def join() -> None:
+        server.studio.desks.open(rig.beta)
+        await rig.chat.add(rig.beta.cfg)
+
+    server.call(join())
     await eventually(lambda: rig.twitch.current.joined == {"#alpha", "#beta"}, 5, "#beta joined again")
-    assert not rig.chat.desk("beta").paused, "the line sent while #beta was gone reached no desk"
+    assert not rig.desks.desk("beta").paused, "the line sent while #beta was gone reached no desk"
     assert rig.chat.irc is not None and rig.chat.irc.stats["connects"] == 1, "the one connection stayed"
     clash = server.studio.channels["alpha"].cfg.model_copy(update={"name": "other"})
     with pytest.raises(ValueError, match="already channel alpha's"):
         rig.chat.check_channel(clash)
     stats = rig.chat.stats()
-    assert stats["irc"]["state"] == "registered" and set(stats["channels"]) == {"alpha", "beta"}
+    assert stats["irc"]["state"] == "registered" and set(stats["routes"].values()) == {"alpha", "beta"}

@@ -67,8 +67,8 @@ async def test_stop_cuts_the_answer_at_once_and_memory_keeps_what_was_heard(serv
     assert stopped["stopped"] == [reply["turn"]]
     after = np.array(viewer.got.audio_rms[t_stop + 10 : t_stop + 50])  # 200 ms of network/jitter slack
     assert after.max() < 100, "the viewer hears nothing after the stop"
-    await eventually(lambda: not channel.turns, 5, "the turn to close")
-    said = channel.memory.messages()[-1]
+    await eventually(lambda: not channel.conversation.turns, 5, "the turn to close")
+    said = channel.conversation.memory.messages()[-1]
     assert said["role"] == "assistant"
     heard = said["content"]
     assert heard.startswith("This is a long answer") and len(heard) < len(LONG) / 2, heard
@@ -134,10 +134,10 @@ async def test_a_hanging_llm_gives_the_canned_answer(server: ServerThread, caplo
 
 async def test_a_failing_tts_plays_the_filler_line(server: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
     channel = server.studio.channels["nova"]
-    real = channel.runner.tts
-    channel.runner.tts = BrokenTTS()
+    real = channel.conversation.runner.tts
+    channel.conversation.runner.tts = BrokenTTS()
     try:
         await run_fault(server, "Welcome to the stream everyone!", "say", "Hmm, one moment please.", caplog)
     finally:
-        channel.runner.tts = real
+        channel.conversation.runner.tts = real
     assert "TTS failed (RuntimeError: voice model crashed)" in caplog.text

@@ -18,10 +18,10 @@ import obsws_python as obs
 import pytest
 import yaml
 
-from agents.channel import CHROMA_COLOURS
-from agents.cli import UserError
 from agents.config import StudioConfig, load_config
-from agents.obs_setup import cmd_obs_setup, obs_link, studio_url
+from agents.errors import UserError
+from agents.front.obs_setup import cmd_obs_setup, obs_link, studio_url
+from agents.worker.media import CHROMA_COLOURS
 from stream.obs import CHROMA_FILTER, ChannelSource, ObsLink
 from tests.conftest import ServerThread, eventually, free_port, studio_config
 from tests.obs_server import ObsStudio, TsSite, input_names, roomy, screenshot
@@ -152,7 +152,9 @@ async def test_the_channels_voice_reaches_obs(
         assert peaks["avatarcast plain"] < 0.01, "the idle channel should be silent"
 
         async def say() -> None:
-            server.studio.channels["plain"].start_turn("say", "Hello there, this is a sound check for OBS.")
+            server.studio.channels["plain"].conversation.start_turn(
+                "say", "Hello there, this is a sound check for OBS."
+            )
 
         server.call(say())
         await eventually(lambda: peaks["avatarcast plain"] > 0.05, 20, "the channel's speech in OBS's meters")

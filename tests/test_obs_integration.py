@@ -50,10 +50,10 @@ async def test_serve_keeps_its_channels_in_obs_from_its_own_stream_route(
     obs_studio: ObsStudio, served: ServerThread
 ) -> None:
     async def start_link() -> None:
-        served.studio.start_obs_link()
+        served.front.start_obs_link()
 
     served.call(start_link())
-    await eventually(lambda: served.studio.obs.setups == 1, 20, "the setup at start")
+    await eventually(lambda: served.front.obs.setups == 1, 20, "the setup at start")
     with obs_studio.client() as client:
         settings = client.send("GetInputSettings", {"inputName": "avatarcast cast"}, raw=True)["inputSettings"]
     assert settings["input"] == f"{served.url}/c/cast/stream.ts"  # the server's own address by default
@@ -71,9 +71,9 @@ async def test_serve_keeps_its_channels_in_obs_from_its_own_stream_route(
 
     # a channel put on air at run time joins OBS, and leaves it when it is taken off air
     guest = served.studio.cfg.channels[0].model_copy(update={"name": "guest"})
-    served.call(served.studio.add_channel(guest))
+    served.call(served.front.add_channel(guest))
     await eventually(lambda: "avatarcast guest" in _inputs(obs_studio), 20, "the new channel in OBS")
-    served.call(served.studio.remove_channel("guest"))
+    served.call(served.front.remove_channel("guest"))
     await eventually(lambda: "avatarcast guest" not in _inputs(obs_studio), 20, "the removed channel out of OBS")
     assert "avatarcast cast" in _inputs(obs_studio)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.persona import FACTS_INTRO, Knowledge, Memory, Persona
+from agents.conversation.persona import FACTS_INTRO, Knowledge, Memory, Persona
 
 
 def test_the_next_prompt_starts_as_the_last_one_did_and_facts_sit_by_the_question() -> None:

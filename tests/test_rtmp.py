@@ -22,7 +22,7 @@ KEY_ENV = "AVATARCAST_TEST_STREAM_KEY"
 
 async def _say(server: ServerThread, channel: str, text: str) -> None:
     async def go() -> None:
-        server.studio.channels[channel].start_turn("say", text)
+        server.studio.channels[channel].conversation.start_turn("say", text)
 
     server.call(go())
 
@@ -49,7 +49,7 @@ async def test_the_channel_reaches_the_ingest_and_comes_back_after_it_restarts(
     viewer = AiortcViewer(server.url, "cast")
     try:
         channel = server.studio.channels["cast"]
-        output = channel.outputs.rtmp[0]
+        output = channel.media.outputs.rtmp[0]
         await viewer.connect()
         await eventually(lambda: len(first.got.video) >= 25, 30, "a second of video through the ingest")
         await _say(server, "cast", "Hello from the stream test. Can everybody hear me?")
@@ -111,7 +111,7 @@ async def test_an_unreachable_ingest_is_retried_without_touching_the_channel(
     server.start()
     viewer = AiortcViewer(server.url, "cast")
     try:
-        output = server.studio.channels["cast"].outputs.rtmp[0]
+        output = server.studio.channels["cast"].media.outputs.rtmp[0]
         await viewer.connect()
         await eventually(lambda: output.stats["failures"] >= 2, 20, "two failed tries")
         start = time.monotonic()

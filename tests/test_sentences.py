@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.sentences import ClauseSplitter, split_sentences
+from agents.conversation.sentences import ClauseSplitter, split_sentences
 
 
 def stream(text: str, step: int = 3, **kw: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.speech import LEAD_KEPT_S, ONSET_LEVEL, speech_segments, without_leading_silence
+from agents.conversation.speech import LEAD_KEPT_S, ONSET_LEVEL, speech_segments, without_leading_silence
 from models.lipsync.visemes import PhonemeTiming
 from models.protocols import SpeechChunk
 from models.tts_piper import PiperTTS

@@ -83,19 +83,19 @@ def test_builtin_pack_prepares_at_512_and_256(renderer: SpriteRenderer, nova: Sp
 def test_non_square_frames_fill_the_whole_frame(renderer: SpriteRenderer) -> None:
     wide = renderer.prepare(resolve_pack("builtin:nova"), (320, 180))
     assert wide.still.shape == (180, 320, 3)
-    frame = renderer.render([wide], posed(jaw=0.9))[0].astype(int)
+    frame = renderer.render_rgb([wide], posed(jaw=0.9))[0].astype(int)
     edges = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
     assert (edges.sum(axis=1) > 300).all(), "the light backdrop and the hoodie reach every edge"
 
 
 def test_neutral_frame_is_the_still(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    frame = renderer.render([nova], neutral(1))
+    frame = renderer.render_rgb([nova], neutral(1))
     assert frame.shape == (1, 512, 512, 3) and frame.dtype == np.uint8
     np.testing.assert_array_equal(frame[0], nova.still)
 
 
 def test_jaw_changes_the_mouth_and_nothing_outside_it(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    closed, opened = renderer.render([nova, nova], np.concatenate([posed(jaw=0.0), posed(jaw=0.9)]))
+    closed, opened = renderer.render_rgb([nova, nova], np.concatenate([posed(jaw=0.0), posed(jaw=0.9)]))
     assert np.abs(crop(opened, nova.mouth_box) - crop(closed, nova.mouth_box)).mean() > 25
     changed = np.abs(opened.astype(int) - closed.astype(int)).max(axis=2) > 0
     x0, y0, x1, y1 = nova.mouth_box
@@ -105,7 +105,7 @@ def test_jaw_changes_the_mouth_and_nothing_outside_it(renderer: SpriteRenderer, 
 
 
 def test_open_mouth_shows_a_dark_cavity(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    closed, opened = renderer.render([nova, nova], np.concatenate([posed(jaw=0.0), posed(jaw=0.9)]))
+    closed, opened = renderer.render_rgb([nova, nova], np.concatenate([posed(jaw=0.0), posed(jaw=0.9)]))
     x0, y0, x1, y1 = nova.mouth_box
     cx, cy, r = (x0 + x1) // 2, (y0 + y1) // 2, (y1 - y0) // 8
     middle = (cx - r, cy - r, cx + r, cy + r)
@@ -113,7 +113,7 @@ def test_open_mouth_shows_a_dark_cavity(renderer: SpriteRenderer, nova: SpriteFa
 
 
 def test_blink_changes_the_eyes_only(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    frames = renderer.render([nova] * 3, np.concatenate([posed(blink=b) for b in (0.0, 0.5, 1.0)]))
+    frames = renderer.render_rgb([nova] * 3, np.concatenate([posed(blink=b) for b in (0.0, 0.5, 1.0)]))
     eyes = [crop(f, nova.eyes_box) for f in frames]
     assert np.abs(eyes[2] - eyes[0]).mean() > 10
     assert 2 < np.abs(eyes[1] - eyes[0]).mean() < np.abs(eyes[2] - eyes[0]).mean()
@@ -126,7 +126,7 @@ def test_every_viseme_has_its_own_mouth(renderer: SpriteRenderer, nova: SpriteFa
     params = neutral(len(Viseme))
     for v in Viseme:
         params[v, MOUTH] = VISEME_SHAPES[v]
-    mouths = [crop(f, nova.mouth_box) for f in renderer.render([nova] * len(Viseme), params)]
+    mouths = [crop(f, nova.mouth_box) for f in renderer.render_rgb([nova] * len(Viseme), params)]
     for i in range(len(mouths)):
         for j in range(i):
             diff = np.abs(mouths[i] - mouths[j]).mean()
@@ -135,15 +135,15 @@ def test_every_viseme_has_its_own_mouth(renderer: SpriteRenderer, nova: SpriteFa
 
 def test_a_batch_renders_what_one_by_one_does(renderer: SpriteRenderer, nova: SpriteFace) -> None:
     params = random_poses(12, seed=7)
-    batch = renderer.render([nova] * 12, params)
+    batch = renderer.render_rgb([nova] * 12, params)
     for i in range(12):
-        single = renderer.render([nova], params[i : i + 1])[0]
+        single = renderer.render_rgb([nova], params[i : i + 1])[0]
         assert np.abs(batch[i].astype(int) - single.astype(int)).max() <= 1
 
 
 def test_head_dx_moves_the_face_sideways(renderer: SpriteRenderer, nova: SpriteFace) -> None:
     shift = 10
-    moved = renderer.render([nova], posed(head_dx=shift / SIZE[0]))[0]
+    moved = renderer.render_rgb([nova], posed(head_dx=shift / SIZE[0]))[0]
     x0, y0, x1, y1 = nova.eyes_box
     before = crop(nova.still, nova.eyes_box)
     after = crop(moved, (x0 + shift, y0, x1 + shift, y1))
@@ -153,7 +153,7 @@ def test_head_dx_moves_the_face_sideways(renderer: SpriteRenderer, nova: SpriteF
 
 
 def test_breath_raises_the_body(renderer: SpriteRenderer, nova: SpriteFace) -> None:
-    risen = renderer.render([nova], posed(breath=1.0))[0]
+    risen = renderer.render_rgb([nova], posed(breath=1.0))[0]
     rise = 3  # pack.json breath_px at 512
     still, risen = nova.still.astype(int), risen.astype(int)
     # rows 470..500 show the hoodie, well below the head
@@ -171,27 +171,27 @@ def test_different_faces_and_packs_share_a_batch(renderer: SpriteRenderer, nova:
     assert faces[2].mouth_box != nova.mouth_box
     params = np.concatenate([posed(jaw=0.9), posed(blink=1.0), posed(jaw=0.5), posed(jaw=0.2)])
     order = [0, 1, 2, 1]
-    batch = renderer.render([faces[i] for i in order], params)
+    batch = renderer.render_rgb([faces[i] for i in order], params)
     for k, i in enumerate(order):
-        single = renderer.render([faces[i]], params[k : k + 1])[0]
+        single = renderer.render_rgb([faces[i]], params[k : k + 1])[0]
         assert np.abs(batch[k].astype(int) - single.astype(int)).max() <= 1
     assert np.abs(batch[1][:20].astype(int) - batch[0][:20].astype(int)).mean() > 20  # its own background
 
 
 def test_bad_params_are_refused_clearly(renderer: SpriteRenderer, nova: SpriteFace) -> None:
     with pytest.raises(ValueError, match=r"params must be float32 \(2, 8\)"):
-        renderer.render([nova, nova], np.zeros((2, 5), np.float32))
+        renderer.render_rgb([nova, nova], np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"params must be"):
-        renderer.render([nova], np.zeros((2, N_PARAMS), np.float32))
+        renderer.render_rgb([nova], np.zeros((2, N_PARAMS), np.float32))
     nan = neutral(1)
     nan[0, JAW] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        renderer.render([nova], nan)
+        renderer.render_rgb([nova], nan)
     small = renderer.prepare(resolve_pack("builtin:nova"), (64, 64))
     with pytest.raises(ValueError, match="differ in size"):
-        renderer.render([nova, small], neutral(2))
+        renderer.render_rgb([nova, small], neutral(2))
     with pytest.raises(ValueError, match="not prepared by a SpriteRenderer"):
-        renderer.render([object()], neutral(1))  # type: ignore[list-item]
+        renderer.render_rgb([object()], neutral(1))  # type: ignore[list-item]
 
 
 def test_broken_packs_name_what_is_wrong(renderer: SpriteRenderer, tmp_path: Path) -> None:
@@ -233,8 +233,8 @@ def test_the_cpu_kernel_draws_what_the_batched_tensor_kernel_draws(renderer: Spr
     tensor_kernel = SpriteRenderer("cpu", kernel="torch")
     assert renderer.kernel == "opencv" and tensor_kernel.kernel == "torch"
     params = random_poses(16, seed=11)
-    drawn = renderer.render([nova] * 16, params).astype(int)
-    batched = tensor_kernel.render([nova] * 16, params).astype(int)
+    drawn = renderer.render_rgb([nova] * 16, params).astype(int)
+    batched = tensor_kernel.render_rgb([nova] * 16, params).astype(int)
     gap = np.abs(drawn - batched)
     assert gap.mean() < 0.1, f"mean gap {gap.mean():.3f}"
     assert (gap > 8).mean() < 1e-3, "only a few edge pixels may differ by the kernels' rounding"

@@ -68,7 +68,9 @@ def test_four_channels_two_viewers_each_get_their_own_channel(four: ServerThread
         start = time.monotonic()
 
         async def say() -> None:
-            four.studio.channels["green"].start_turn("say", "Only the green channel says this sentence out loud.")
+            four.studio.channels["green"].conversation.start_turn(
+                "say", "Only the green channel says this sentence out loud."
+            )
 
         four.call(say())
         report = [v for proc in procs for v in json.loads(proc.stdout.readline())]  # type: ignore[union-attr]
@@ -129,7 +131,7 @@ async def test_a_failing_channel_is_restarted_and_the_other_keeps_its_frames(
             program._emit_audio = broken_emit  # type: ignore[method-assign]
 
         pair.call(break_it())
-        await eventually(lambda: flaky.supervisor.restarts >= 3, 20, "three restarts of the flaky channel")
+        await eventually(lambda: flaky.media.supervisor.restarts >= 3, 20, "three restarts of the flaky channel")
         restarted = time.monotonic()
         frames_at_restart = len(flaky_viewer.got.video_times)
         await flaky_viewer.until(lambda g: len(g.video_times) >= frames_at_restart + 25, 20, "frames after restart")
@@ -138,7 +140,7 @@ async def test_a_failing_channel_is_restarted_and_the_other_keeps_its_frames(
         received = sum(1 for t in steady_viewer.got.video_times if t >= start)
         assert received >= 0.95 * FPS * elapsed, f"steady got {received} frames in {elapsed:.1f} s"
         assert "injected pipeline failure" in caplog.text
-        assert pair.studio.channels["steady"].supervisor.restarts == 0
+        assert pair.studio.channels["steady"].media.supervisor.restarts == 0
     finally:
         await asyncio.gather(steady_viewer.close(), flaky_viewer.close())
 
@@ -211,7 +213,7 @@ async def test_admin_api_adds_pauses_resumes_and_removes_a_channel(admin: Server
 async def test_removing_a_channel_whose_task_ignores_its_cancel_completes_and_names_it(
     admin: ServerThread, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agents.channel.TASK_STOP_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("agents.supervisor.TaskSet.STOP_TIMEOUT_S", 0.2)
     status, body = await _call(
         admin, "POST", "/admin/channels", json={"name": "stubborn", "video": {"width": 128, "height": 128}}
     )
@@ -223,7 +225,7 @@ async def test_removing_a_channel_whose_task_ignores_its_cancel_completes_and_na
         await asyncio.Event().wait()
 
     async def spawn() -> None:
-        admin.studio.channels["stubborn"]._spawn(stubborn(), "stubborn task")
+        admin.studio.channels["stubborn"].conversation._tasks.spawn(stubborn(), "stubborn task")
 
     admin.call(spawn())
     async with asyncio.timeout(20):

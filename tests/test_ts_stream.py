@@ -65,7 +65,7 @@ async def test_two_clients_play_video_and_aac_from_the_channels_one_encoder(
         await eventually(lambda: min(len(first.got.video), len(second.got.video)) >= 25, 30, "video at both clients")
 
         async def say() -> None:
-            channel.start_turn("say", "Hello to everybody watching the stream.")
+            channel.conversation.start_turn("say", "Hello to everybody watching the stream.")
 
         server.call(say())
         loud = lambda p: any(rms > 1000 for *_, rms in p.got.audio)  # noqa: E731

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.config import parse_config
-from agents.studio import Studio
+from agents.worker.studio import Studio
 from models.lipsync.visemes import Viseme, classify
 from models.protocols import TTSError
 from models.tts_coqui import CoquiTTS, coqui_missing, spread_phonemes

@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from agents.speech import speech_deadline
+from agents.conversation.speech import speech_deadline
 from models.lipsync.params import N_MOUTH
 from models.protocols import SpeechChunk, TTSError
 from models.tts_service import TTSService

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 import pytest
 
-from agents.channel import Channel
-from agents.turns import TurnHandle
+from agents.conversation.turns import TurnHandle
+from agents.worker.channel import Channel
 from models.defaults import PROJECT_ROOT
 from tests.conftest import ServerThread, espeak, eventually, studio_config
 from tests.viewer_client import AiortcViewer, ScriptedMic
@@ -56,7 +56,7 @@ async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: Se
     question = espeak("Excuse me, how much do the running shoes cost?")
     try:
         await viewer.connect()
-        long_turn = channel.start_turn("say", LONG)
+        long_turn = channel.conversation.start_turn("say", LONG)
         await viewer.until(lambda g: max(g.audio_rms, default=0) > 1000, 15, "the avatar talking")
         talking_from = len(viewer.got.audio_rms)
         await viewer.until(lambda g: len(g.audio_rms) > talking_from + 50, 5, "a second of talking")
@@ -67,19 +67,19 @@ async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: Se
         # the answer to the question comes from the cached answers (no LLM in this test)
         await eventually(
             lambda: (
-                any(t.kind == "answer" for t in channel.turns.values())
-                or "49 dollars" in str(channel.memory.messages())
+                any(t.kind == "answer" for t in channel.conversation.turns.values())
+                or "49 dollars" in str(channel.conversation.memory.messages())
             ),
             20,
             "the question to be answered",
         )
-        await eventually(lambda: "49 dollars" in str(channel.memory.messages()), 20, "the answer to air")
+        await eventually(lambda: "49 dollars" in str(channel.conversation.memory.messages()), 20, "the answer to air")
     finally:
         await viewer.close()
     assert "spoke over the avatar" in long_turn.interrupt_reason
     gap = quiet_run(viewer.got.audio_rms, barge_at, 10)
     assert gap is not None and gap - barge_at < 75, "the avatar went quiet within 1.5 s of the viewer speaking"
-    messages = channel.memory.messages()
+    messages = channel.conversation.memory.messages()
     heard = next(m["content"] for m in messages if m["role"] == "assistant" and m["content"].startswith("Let me"))
     assert len(heard) < len(LONG) * 0.6, "memory keeps only what was heard before the cut"
     user = [m["content"].lower() for m in messages if m["role"] == "user"]
@@ -94,7 +94,7 @@ async def test_a_short_noise_is_not_an_interruption(server: ServerThread) -> Non
     cough = (rng.normal(0, 6000, 48_000 * 15 // 100)).astype(np.int16)  # 150 ms of noise
     try:
         await viewer.connect()
-        turn = channel.start_turn(
+        turn = channel.conversation.start_turn(
             "say", "Here is a short sentence that goes on for a little while, so a cough can land in it."
         )
         await viewer.until(lambda g: max(g.audio_rms, default=0) > 1000, 15, "the avatar talking")
@@ -120,8 +120,8 @@ async def viewer_with_mic(server: ServerThread, name: str) -> AsyncIterator[tupl
 
 async def turn_where(channel: Channel, wanted: Callable[[TurnHandle], bool], what: str) -> TurnHandle:
     """The first of the channel's turns that is `wanted`, once there is one."""
-    await eventually(lambda: any(wanted(t) for t in channel.turns.values()), 20, what)
-    return next(t for t in channel.turns.values() if wanted(t))
+    await eventually(lambda: any(wanted(t) for t in channel.conversation.turns.values()), 20, what)
+    return next(t for t in channel.conversation.turns.values() if wanted(t))
 
 
 async def test_the_answer_is_prepared_before_the_end_of_speech_is_confirmed_and_airs_after(
@@ -152,5 +152,5 @@ async def test_a_pause_mid_question_withdraws_the_prepared_answer_and_answers_th
     assert "on_air" not in prepared.stages and not prepared.heard, "the withdrawn answer aired"
     assert "blue" in answer.text.lower() and "cost" in answer.text.lower(), answer.text
     assert answer.heard_text(), "the whole question was not answered"
-    asked = [m["content"] for m in channel.memory.messages() if m["role"] == "user"]
+    asked = [m["content"] for m in channel.conversation.memory.messages() if m["role"] == "user"]
     assert asked == [answer.text], f"memory holds the withdrawn half-question: {asked}"

@@ -44,7 +44,7 @@ def eyes_box(pack_dir: Path) -> tuple[int, int, int, int]:
 
 
 def test_jaw_opens_an_inner_mouth_and_leaves_the_background(renderer: WarpRenderer, face) -> None:  # type: ignore[no-untyped-def]
-    closed, opened = renderer.render([face, face], np.concatenate([pose(jaw=0.0), pose(jaw=1.0)]))
+    closed, opened = renderer.render_rgb([face, face], np.concatenate([pose(jaw=0.0), pose(jaw=1.0)]))
     mouth_closed, mouth_open = crop(closed, face.mouth_box), crop(opened, face.mouth_box)
     assert np.abs(mouth_open - mouth_closed).mean() > 10
     dark = lambda m: (m.mean(-1) < 60).sum()  # noqa: E731
@@ -68,14 +68,14 @@ def test_jaw_zero_closes_the_photos_parted_lips(face, astronaut_pack: Path) -> N
 
 
 def test_blink_closes_the_eyes_and_not_the_mouth(renderer: WarpRenderer, face, astronaut_pack: Path) -> None:  # type: ignore[no-untyped-def]
-    open_, shut = renderer.render([face, face], np.concatenate([pose(), pose(blink=1.0)]))
+    open_, shut = renderer.render_rgb([face, face], np.concatenate([pose(), pose(blink=1.0)]))
     box = eyes_box(astronaut_pack)
     assert np.abs(crop(shut, box) - crop(open_, box)).mean() > 5
     assert np.array_equal(crop(shut, face.mouth_box), crop(open_, face.mouth_box))
 
 
 def test_width_and_round_reshape_the_lips(renderer: WarpRenderer, face) -> None:  # type: ignore[no-untyped-def]
-    rest, wide, rounded = renderer.render([face] * 3, np.concatenate([pose(), pose(width=1.0), pose(round=1.0)]))
+    rest, wide, rounded = renderer.render_rgb([face] * 3, np.concatenate([pose(), pose(width=1.0), pose(round=1.0)]))
     assert np.abs(crop(wide, face.mouth_box) - crop(rest, face.mouth_box)).mean() > 2
     assert np.abs(crop(rounded, face.mouth_box) - crop(rest, face.mouth_box)).mean() > 2
     assert np.abs(crop(rounded, face.mouth_box) - crop(wide, face.mouth_box)).mean() > 2
@@ -93,16 +93,16 @@ def test_a_batch_of_two_photos_renders_like_one_by_one(
     a, b = renderer.prepare(astronaut_pack, (256, 256)), renderer.prepare(other, (256, 256))
     params = np.concatenate([pose(jaw=0.8), pose(blink=1.0), pose(jaw=0.3, head_dx=0.01), pose(round=1.0)])
     faces = [a, b, b, a]
-    batch = renderer.render(faces, params)
+    batch = renderer.render_rgb(faces, params)
     for i, f in enumerate(faces):
-        single = renderer.render([f], params[i : i + 1])[0]
+        single = renderer.render_rgb([f], params[i : i + 1])[0]
         assert np.abs(batch[i].astype(int) - single.astype(int)).max() <= 1
     assert np.abs(batch[1].astype(int) - batch[3].astype(int)).mean() > 5, "each frame comes from its own photo"
 
 
 def test_bad_input_is_refused(renderer: WarpRenderer, face, astronaut_pack: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="row per face"):
-        renderer.render([face], np.zeros((2, N_PARAMS), np.float32))
+        renderer.render_rgb([face], np.zeros((2, N_PARAMS), np.float32))
     small = renderer.prepare(astronaut_pack, (256, 256))
     with pytest.raises(ValueError, match="one frame size"):
-        renderer.render([face, small], np.zeros((2, N_PARAMS), np.float32))
+        renderer.render_rgb([face, small], np.zeros((2, N_PARAMS), np.float32))

@@ -52,7 +52,7 @@ async def test_bad_offer_is_refused_with_the_reason(server: ServerThread, body: 
     status, reply = await post(f"{server.url}/c/a/offer", json=body)
     assert status == 400, reply
     assert message in reply["error"], reply
-    assert not server.studio.channels["a"].webrtc.viewers, "a refused offer must leave no peer behind"
+    assert not server.studio.channels["a"].media.webrtc.viewers, "a refused offer must leave no peer behind"
 
 
 BAD_CHATS = [

@@ -93,7 +93,10 @@ async def test_three_viewers_share_one_encoder(server: ServerThread) -> None:
         assert channel.encoder.opus.subscribers == 3
         assert live_h264_encoders() == encoders_before, "no H.264 encoder was opened for any viewer"
         senders = [
-            t.sender for vw in channel.webrtc.viewers.values() for t in vw.pc.getTransceivers() if t.kind == "video"
+            t.sender
+            for vw in channel.media.webrtc.viewers.values()
+            for t in vw.pc.getTransceivers()
+            if t.kind == "video"
         ]
         assert len(senders) == 3
         for sender in senders:  # aiortc only packetises the shared packets: no codec of its own
@@ -101,7 +104,7 @@ async def test_three_viewers_share_one_encoder(server: ServerThread) -> None:
     finally:
         for v in viewers:
             await v.close()
-    await eventually(lambda: not channel.webrtc.viewers, 15, "the server to drop the closed viewers")
+    await eventually(lambda: not channel.media.webrtc.viewers, 15, "the server to drop the closed viewers")
     assert channel.encoder.video.subscribers == 0 and channel.encoder.opus.subscribers == 0
 
 
@@ -117,7 +120,7 @@ async def test_a_viewers_picture_loss_request_reaches_the_shared_encoder(server:
         idr_before = channel.encoder.stats["idr"]
         await receiver._send_rtcp_pli(ssrc)  # what a decoder does when it lost the picture
         await viewer.until(lambda g: channel.encoder.stats["idr"] > idr_before, 5, "a fresh IDR")
-        assert channel.webrtc.viewers[viewer.viewer_id].plis == 1
+        assert channel.media.webrtc.viewers[viewer.viewer_id].plis == 1
     finally:
         await viewer.close()
     assert channel.encoder.keyframe_requests["pli"] == plis_before + 1

@@ -5,5 +5,5 @@
     -> ChatDesk of the channel: input filter -> command or question -> permissions, per-user limit
     -> broadcast delay (where !dump can drop it) -> question queue (priority, dedupe, max age)
     -> paced turns on the channel; the answer's text back to chat
-Kept light on purpose: agents/config.py imports chat.config, so nothing here imports the rest.
+Its config section lives in agents/config/chat.py with the rest of the schema.
 """

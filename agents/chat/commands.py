@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agents.chat.config import DEFAULT_PERMISSIONS, ChatConfig
 from agents.chat.messages import Role
+from agents.config.chat import DEFAULT_PERMISSIONS, ChatConfig
 
 COMMANDS = tuple(DEFAULT_PERMISSIONS)
 USAGE = {

@@ -23,15 +23,16 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from agents.channel import Channel, ChannelBusy, ChannelPaused
 from agents.chat.commands import NEEDS_TEXT, USAGE, Request, allowed, help_text, parse_request
-from agents.chat.config import ChatConfig
 from agents.chat.messages import ChatMessage, Retraction, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import build_persona, quoting
 from agents.chat.queue import Clock, PerUserLimit, Question, QuestionQueue, Repeat
+from agents.config.chat import ChatConfig
+from agents.conversation.control import ChannelBusy, ChannelPaused
+from agents.conversation.conversation import Conversation
+from agents.conversation.turns import TurnHandle
 from agents.supervisor import cancel_and_wait
-from agents.turns import TurnHandle
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class _Say:
 class ChatDesk:
     def __init__(
         self,
-        channel: Channel,
+        channel: Conversation,
         cfg: ChatConfig,
         *,
         bot_nick: str | None = None,

@@ -18,9 +18,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from agents.chat.config import IRCConfig
 from agents.chat.messages import IRCLine, MalformedLine, format_line
 from agents.chat.wire import MAX_MESSAGE, LineSplitter, SendWindow, decode_line, encode_line, split_for_privmsg
+from agents.config.chat import IRCConfig
 
 log = logging.getLogger(__name__)
 

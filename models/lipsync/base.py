@@ -1,8 +1,10 @@
 """What every face renderer (drawn sprite, photo warp) offers the lip-sync service.
 
-A renderer turns a batch of (prepared face, pose row) pairs into RGB frames in one tensor call;
-the faces may belong to different channels. Preparation (rasterising art, building warp fields,
-moving tensors to the device) happens once per channel, never per frame.
+A renderer turns a batch of (prepared face, pose row) pairs into frames in a fixed number of
+tensor calls (or one SIMD loop on a CPU); the faces may belong to different channels. Preparation
+(rasterising art, building warp fields, moving tensors to the device) happens once per channel,
+never per frame. Frames go out in the encoder's format, I420, straight into host memory the
+caller leased (models/frame_ring.py); RGB is the reference picture, for tests and stills.
 """
 
 from __future__ import annotations
@@ -13,18 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-class PreparedFace(Protocol):
-    """One avatar pack made ready for one output size on one device."""
-
-    kind: str
-    """The pack kind: "sprite" or "photo"."""
-    size: tuple[int, int]
-    """(width, height) of the frames it renders."""
-    mouth_box: tuple[int, int, int, int]
-    """(x0, y0, x1, y1) of the mouth region in rendered frames, for tests and A/V measurement."""
-    still: np.ndarray
-    """uint8 (height, width, 3) RGB neutral frame, shown when rendering fails or runs late."""
+from models.protocols import PreparedFace
 
 
 class FaceRenderer(Protocol):
@@ -34,10 +25,12 @@ class FaceRenderer(Protocol):
         """Load the pack at `pack_dir` for frames of `size`; raises models.avatars.PackError."""
         ...
 
-    def render(self, faces: Sequence[PreparedFace], params: np.ndarray) -> np.ndarray:
-        """faces[i] posed by params[i] (float32 (B, N_PARAMS), see params.py) -> uint8 (B, H, W, 3).
+    def render_i420(self, faces: Sequence[PreparedFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+        """faces[i] posed by params[i] (float32 (B, N_PARAMS), see params.py) -> into[i], uint8 I420
+        (height * 3 // 2, width). All faces share one size and were prepared by this renderer.
+        Blocking: call it from an executor thread, never from the event loop."""
+        ...
 
-        All faces share one size and were prepared by this renderer. Blocking: call it from an
-        executor thread, never from the event loop.
-        """
+    def render_rgb(self, faces: Sequence[PreparedFace], params: np.ndarray) -> np.ndarray:
+        """The same frames as uint8 (B, H, W, 3) RGB."""
         ...

@@ -1,4 +1,4 @@
-"""The process's one lip-sync service: render jobs from every channel, batched by deadline.
+"""Lip-sync in this process: render jobs from every channel, batched by deadline (a LipSync).
 
 Channels ask for a frame or two at a time, each due on air at a known loop time. The shared
 deadline batcher (models/batcher.py) gathers the jobs of all channels into one batch — closing it
@@ -7,14 +7,20 @@ thread draws it with one tensor call per (pack kind, frame size). With N talking
 one batched call instead of N small ones, the thing peers do not do (notes/anchors.md). The queue
 is bounded (in total and per channel): when it is full a new job fails at once with Overloaded and
 the channel shows its previous frame instead of waiting.
+
+Frames land as I420 in the memory the channel leased from its FrameRing (pinned on CUDA), so
+nothing is allocated, converted or copied again on the way to the encoder. The GPU service
+process (server.py) runs this same service for the channels of every worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +30,12 @@ import torch
 from models.avatars import PackError, pack_kind
 from models.batcher import DeadlineBatcher, Expired, Overloaded
 from models.devices import resolve_device
-from models.lipsync.base import FaceRenderer, PreparedFace
+from models.frame_ring import FrameRing
+from models.lipsync.base import FaceRenderer
+from models.lipsync.i420 import i420_rows
 from models.lipsync.params import N_PARAMS, neutral
 from models.lipsync.sprite import SpriteFace, SpriteRenderer
+from models.protocols import PreparedFace
 
 __all__ = ["Expired", "LipSyncService", "Overloaded"]
 
@@ -36,10 +45,16 @@ a CPU a batch saves little per frame, and every millisecond waited is slack take
 jobs that queue while the renderer is busy batch anyway."""
 
 
+COST_BATCH = 8
+"""Frames per calibration render (frame_cost): about what a channel's render-ahead and its neighbours
+batch up."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _RenderJob:
     face: PreparedFace
     params: np.ndarray
+    into: Sequence[np.ndarray]
 
 
 def _make_renderer(kind: str, device: torch.device, sprite_kernel: str) -> FaceRenderer:
@@ -67,7 +82,7 @@ class LipSyncService:
         OpenCV kernel on a CPU, the batched torch one elsewhere."""
         self.device = resolve_device(device)
         self.sprite_kernel = sprite_kernel
-        self.batcher: DeadlineBatcher[_RenderJob, np.ndarray] = DeadlineBatcher(
+        self.batcher: DeadlineBatcher[_RenderJob, None] = DeadlineBatcher(
             self._render_batch,
             name="lipsync",
             max_batch=max_batch,
@@ -107,7 +122,17 @@ class LipSyncService:
             self._renderers[kind] = _make_renderer(kind, self.device, self.sprite_kernel)
         return self._renderers[kind]
 
-    def prepare(self, pack_dir: Path, size: tuple[int, int]) -> PreparedFace:
+    async def prepare(
+        self, pack_dir: Path, size: tuple[int, int], background: tuple[int, int, int] | None = None
+    ) -> PreparedFace:
+        """A pack ready for frames of `size`, over a flat `background` colour if given (LipSync.prepare)."""
+        loop = asyncio.get_running_loop()
+        face = await loop.run_in_executor(None, self.prepare_blocking, pack_dir, size)
+        if background is not None:
+            face = await loop.run_in_executor(None, self.with_background, face, background)
+        return face
+
+    def prepare_blocking(self, pack_dir: Path, size: tuple[int, int]) -> PreparedFace:
         """Load a pack for frames of `size` (blocking: run it in an executor).
 
         Channels showing the same pack at the same size share one prepared face (its tensors are
@@ -131,25 +156,51 @@ class LipSyncService:
         if not isinstance(face, SpriteFace):
             raise PackError("a chroma background needs a drawn (sprite) pack; a photo pack keeps its photo")
         keyed = face.over_flat(rgb)
-        keyed.still = self.render_now([keyed], neutral(1))[0]
+        keyed.still = self.renderer(keyed.kind).render_rgb([keyed], neutral(1))[0]
         return keyed
 
+    def frame_ring(self, face: PreparedFace, slots: int, name: str = "") -> FrameRing:
+        """Host memory for `slots` I420 frames of `face`: page-locked when frames come from a GPU."""
+        width, height = face.size
+        memory = "pinned" if self.device.type == "cuda" else "heap"
+        return FrameRing((i420_rows(height), width), slots, memory=memory, name=name)
+
     def render_now(self, faces: list[PreparedFace], params: np.ndarray) -> np.ndarray:
-        """One blocking batched call (benchmarks, offline tools); live channels use `render`."""
+        """One blocking batched call -> uint8 I420 (B, H * 3 // 2, W) (benchmarks, offline tools);
+        live channels use `render`."""
         kinds = {(f.kind, f.size) for f in faces}
         if len(kinds) != 1:
             raise ValueError(f"one call renders one pack kind and size, got {sorted(kinds)}")
-        return self.renderer(faces[0].kind).render(faces, params)
+        width, height = faces[0].size
+        out = np.empty((len(faces), i420_rows(height), width), np.uint8)
+        self.renderer(faces[0].kind).render_i420(faces, params, list(out))
+        return out
+
+    def frame_cost_blocking(self, face: PreparedFace) -> float:
+        """Seconds this renderer takes per frame of `face` at a typical batch (tens of ms; blocking)."""
+        params = neutral(COST_BATCH)
+        self.render_now([face] * COST_BATCH, params)  # warm: the first call pays one-off set-up
+        times = []
+        for _ in range(3):  # the fastest of three: what the work costs, not what a busy moment cost
+            t0 = time.perf_counter()
+            self.render_now([face] * COST_BATCH, params)
+            times.append(time.perf_counter() - t0)
+        return min(times) / COST_BATCH
+
+    async def frame_cost(self, face: PreparedFace) -> float:
+        return await asyncio.get_running_loop().run_in_executor(None, self.frame_cost_blocking, face)
 
     async def render(
         self,
         face: PreparedFace,
         params: np.ndarray,
+        into: Sequence[np.ndarray],
+        *,
         deadline: float | None = None,
         key: str = "",
         expires: float | None = None,
-    ) -> np.ndarray:
-        """Frames for one channel (params: (n, N_PARAMS)) -> uint8 (n, H, W, 3), batched with others.
+    ) -> None:
+        """Draw one channel's frames (params: (n, N_PARAMS)) into `into` (n I420 frames), batched with others.
 
         `deadline`: the loop time the first frame goes on air (None: as soon as possible); `key`:
         the channel, for fairness and per-channel counters; `expires`: when the last frame goes on
@@ -158,9 +209,12 @@ class LipSyncService:
         """
         if params.ndim != 2 or params.shape[1] != N_PARAMS or not len(params):
             raise ValueError(f"params must have shape (n >= 1, {N_PARAMS}), got {params.shape}")
+        width, height = face.size
+        if len(into) != len(params) or any(f.shape != (i420_rows(height), width) for f in into):
+            raise ValueError(f"into must be {len(params)} I420 frames of {width}x{height}")
         try:
             future = self.batcher.submit(
-                key or "unnamed", _RenderJob(face, params), cost=len(params), deadline=deadline, expires=expires
+                key or "unnamed", _RenderJob(face, params, into), cost=len(params), deadline=deadline, expires=expires
             )
         except Overloaded:
             with self._stats_lock:
@@ -168,18 +222,19 @@ class LipSyncService:
             raise
         return await future
 
-    def _render_batch(self, jobs: list[_RenderJob]) -> list[np.ndarray | BaseException]:
+    def _render_batch(self, jobs: list[_RenderJob]) -> list[BaseException | None]:
         """The batch function (render thread): one tensor call per (pack kind, size); a failing call fails its jobs."""
-        results: list[np.ndarray | BaseException] = [RuntimeError("not rendered")] * len(jobs)
+        results: list[BaseException | None] = [RuntimeError("not rendered")] * len(jobs)
         groups: dict[tuple[str, tuple[int, int]], list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault((job.face.kind, job.face.size), []).append(i)
         for (kind, _), members in groups.items():
             faces = [jobs[i].face for i in members for _ in range(len(jobs[i].params))]
             params = np.concatenate([jobs[i].params for i in members]).astype(np.float32, copy=False)
+            into = [frame for i in members for frame in jobs[i].into]
             t0 = time.perf_counter()
             try:
-                frames = self.renderer(kind).render(faces, params)
+                self.renderer(kind).render_i420(faces, params, into)
             except Exception as exc:
                 with self._stats_lock:
                     self.stats["errors"] += 1
@@ -191,11 +246,8 @@ class LipSyncService:
                 self.stats["batches"] += 1
                 self.stats["frames"] += len(params)
                 self.batch_sizes[len(params)] += 1
-            start = 0
             for i in members:
-                end = start + len(jobs[i].params)
-                results[i] = frames[start:end]
-                start = end
+                results[i] = None
         return results
 
     def metrics(self) -> dict[str, Any]:
@@ -209,6 +261,9 @@ class LipSyncService:
                 "call_sizes": dict(sorted(self.batch_sizes.items())),
             }
         return {**self.batcher.metrics(), "tensor": calls}
+
+    def forget(self, key: str) -> None:
+        self.batcher.forget(key)
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

@@ -31,10 +31,11 @@ import resvg_py
 import torch
 
 from models.avatars import PackError, read_manifest
+from models.lipsync.i420 import copy_to_host, rgb_to_i420
 from models.lipsync.params import N_PARAMS, neutral
-from models.lipsync.sprite_opencv import CpuSprite, render_frames
+from models.lipsync.sprite_opencv import CpuSprite, render_frames, render_frames_i420
 from models.lipsync.sprite_pose import Box, SpriteLayout
-from models.lipsync.sprite_torch import render_tensor_frames
+from models.lipsync.sprite_torch import render_tensor_chunks
 from models.lipsync.visemes import Viseme
 
 MOUTH_NAMES = tuple(v.name.lower() for v in Viseme)
@@ -153,27 +154,42 @@ class SpriteRenderer:
         )
         if self.device.type == "cpu":
             face.cpu = CpuSprite.from_tensors(layout, face.background, head_group, mouths, eyes, body_table)
-        face.still = self.render([face], neutral(1))[0]
+        face.still = self.render_rgb([face], neutral(1))[0]
         return face
 
-    def render(self, faces: Sequence[SpriteFace], params: np.ndarray) -> np.ndarray:
-        """faces[i] posed by params[i] -> uint8 (B, H, W, 3) RGB; see FaceRenderer.render."""
+    def render_rgb(self, faces: Sequence[SpriteFace], params: np.ndarray) -> np.ndarray:
+        """faces[i] posed by params[i] -> uint8 (B, H, W, 3) RGB: the reference picture (tests, stills)."""
         params = self._check(faces, params)
         width, height = faces[0].size
         out = np.empty((len(faces), height, width, 3), np.uint8)
+        for lay, index in self._by_layout(faces).items():
+            group = [faces[i] for i in index]
+            if self.kernel == "opencv":
+                part = np.empty((len(index), height, width, 3), np.uint8)
+                render_frames(lay, [f.cpu for f in group], params[index], part)
+                out[index] = part
+                continue
+            for chunk, frames in render_tensor_chunks(lay, group, params[index], self.device):
+                out[np.asarray(index)[chunk]] = frames.cpu().numpy()
+        return out
+
+    def render_i420(self, faces: Sequence[SpriteFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+        """faces[i] posed by params[i] -> into[i] as I420 (see FaceRenderer.render_i420)."""
+        params = self._check(faces, params)
+        for lay, index in self._by_layout(faces).items():
+            group, targets = [faces[i] for i in index], [into[i] for i in index]
+            if self.kernel == "opencv":
+                render_frames_i420(lay, [f.cpu for f in group], params[index], targets)
+                continue
+            for chunk, frames in render_tensor_chunks(lay, group, params[index], self.device):
+                copy_to_host(rgb_to_i420(frames.permute(0, 3, 1, 2).float()), targets[chunk])
+
+    @staticmethod
+    def _by_layout(faces: Sequence[SpriteFace]) -> dict[SpriteLayout, list[int]]:
         groups: dict[SpriteLayout, list[int]] = {}
         for i, face in enumerate(faces):
             groups.setdefault(face.layout, []).append(i)
-        for lay, index in groups.items():
-            whole = len(index) == len(faces)  # one layout: draw straight into the batch
-            part = out if whole else out[index]
-            if self.kernel == "opencv":
-                render_frames(lay, [faces[i].cpu for i in index], params[index], part)
-            else:
-                render_tensor_frames(lay, [faces[i] for i in index], params[index], part, self.device)
-            if not whole:
-                out[index] = part
-        return out
+        return groups
 
     def _check(self, faces: Sequence[SpriteFace], params: np.ndarray) -> np.ndarray:
         params = np.asarray(params, dtype=np.float32)

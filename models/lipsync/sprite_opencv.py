@@ -12,6 +12,7 @@ same picture.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -72,25 +73,49 @@ def render_frames(lay: SpriteLayout, sprites: list[CpuSprite], params: np.ndarra
     """sprites[i] posed by params[i] -> out[i], uint8 (H, W, 3) RGB, for faces sharing `lay`."""
     mouths, eyes, rises = mouth_weights(params), eye_weights(params), body_rise(lay, params)
     for i, sprite in enumerate(sprites):
-        frame = out[i]
-        np.copyto(frame, sprite.background)
-        head = sprite.head.copy()
-        _paste(head, lay.mouth, _mix(sprite.mouths, mouths[i]))
-        _paste(head, lay.eyes, _mix(sprite.eyes, eyes[i]))
-        row = params[i : i + 1]
-        region = warp_region(lay, row)
-        x0, y0, x1, y1 = region
-        warped = cv2.warpAffine(
-            head,
-            head_affine(lay, region, row)[0],
-            (x1 - x0, y1 - y0),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(0, 0, 0, 0),
-        )
-        _over(frame[y0:y1, x0:x1], warped)
-        bx0, by0, bx1, by1 = lay.body
-        _over(frame[by0:by1, bx0:bx1], _shifted_body(sprite.body, lay, float(rises[i])))
+        _draw(out[i], lay, sprite, params[i : i + 1], mouths[i], eyes[i], float(rises[i]))
+
+
+def render_frames_i420(
+    lay: SpriteLayout, sprites: list[CpuSprite], params: np.ndarray, into: Sequence[np.ndarray]
+) -> None:
+    """The same frames as I420 (uint8 (H * 3 // 2, W)) into `into`: each is drawn in one reused RGB frame
+    (it stays in cache) and converted by OpenCV's SIMD BT.601 conversion straight into its slot."""
+    mouths, eyes, rises = mouth_weights(params), eye_weights(params), body_rise(lay, params)
+    width, height = lay.size
+    scratch = np.empty((height, width, 3), np.uint8)
+    for i, sprite in enumerate(sprites):
+        _draw(scratch, lay, sprite, params[i : i + 1], mouths[i], eyes[i], float(rises[i]))
+        cv2.cvtColor(scratch, cv2.COLOR_RGB2YUV_I420, dst=into[i])
+
+
+def _draw(
+    frame: np.ndarray,
+    lay: SpriteLayout,
+    sprite: CpuSprite,
+    row: np.ndarray,
+    mouth: np.ndarray,
+    eye: np.ndarray,
+    rise: float,
+) -> None:
+    """One posed frame into `frame` (uint8 (H, W, 3) RGB)."""
+    np.copyto(frame, sprite.background)
+    head = sprite.head.copy()
+    _paste(head, lay.mouth, _mix(sprite.mouths, mouth))
+    _paste(head, lay.eyes, _mix(sprite.eyes, eye))
+    region = warp_region(lay, row)
+    x0, y0, x1, y1 = region
+    warped = cv2.warpAffine(
+        head,
+        head_affine(lay, region, row)[0],
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0, 0),
+    )
+    _over(frame[y0:y1, x0:x1], warped)
+    bx0, by0, bx1, by1 = lay.body
+    _over(frame[by0:by1, bx0:bx1], _shifted_body(sprite.body, lay, rise))
 
 
 def _to_u8(layer: torch.Tensor) -> np.ndarray:

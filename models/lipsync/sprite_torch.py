@@ -8,7 +8,7 @@ body. On a CUDA device a batch costs little more than one frame; on a CPU the Op
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -42,17 +42,18 @@ class TensorLayers(Protocol):
     body: torch.Tensor  # (rows, 4 * width)
 
 
-def render_tensor_frames(
-    lay: SpriteLayout, faces: Sequence[TensorLayers], params: np.ndarray, out: np.ndarray, device: torch.device
-) -> None:
-    """faces[i] posed by params[i] -> out[i], uint8 (H, W, 3) RGB, for faces sharing `lay`."""
+def render_tensor_chunks(
+    lay: SpriteLayout, faces: Sequence[TensorLayers], params: np.ndarray, device: torch.device
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """faces[i] posed by params[i], for faces sharing `lay` -> (which frames, uint8 (b, H, W, 3) RGB on
+    the device): the whole batch at once on a GPU, cache-sized chunks on a CPU."""
     x0, y0, x1, y1 = lay.head
     step = len(faces)
     if device.type == "cpu":  # its largest intermediate: float32 RGBA head groups
         step = max(1, _CPU_CHUNK_BYTES // (16 * (x1 - x0) * (y1 - y0)))
     for start in range(0, len(faces), step):
         part = slice(start, start + step)
-        out[part] = _render_group(faces[part], params[part], device).cpu().numpy()
+        yield part, _render_group(faces[part], params[part], device)
 
 
 def _render_group(faces: Sequence[TensorLayers], params: np.ndarray, device: torch.device) -> torch.Tensor:

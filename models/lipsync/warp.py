@@ -14,7 +14,7 @@ atlas (and their maps into another) and every frame's grid points into its own p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models.faces.photo_pack import PhotoPack
+from models.lipsync.i420 import copy_to_host, rgb_to_i420
 from models.lipsync.params import BLINK, BREATH, HEAD_DX, HEAD_DY, HEAD_TILT, JAW, N_PARAMS, ROUND, WIDTH
 from models.lipsync.warp_fields import KX, KY, M0, M1, N_CHANNELS, RX, RY, WX, WY, FaceFields, L, U, build_fields
 
@@ -92,7 +93,7 @@ class WarpRenderer:
             maps=torch.from_numpy(fields.maps).to(self.device),
             scalars=torch.tensor(scalars, dtype=torch.float32, device=self.device),
         )
-        face.still = self.render([face], np.zeros((1, N_PARAMS), np.float32))[0]
+        face.still = self.render_rgb([face], np.zeros((1, N_PARAMS), np.float32))[0]
         return face
 
     # ------------------------------------------------------------------ batch rendering
@@ -114,8 +115,23 @@ class WarpRenderer:
         self._atlas_cache = (tuple(faces), result)
         return result
 
-    def render(self, faces: Sequence[WarpFace], params: np.ndarray) -> np.ndarray:
-        if len(faces) != len(params) or params.ndim != 2 or params.shape[1] != N_PARAMS:
+    def render_rgb(self, faces: Sequence[WarpFace], params: np.ndarray) -> np.ndarray:
+        """faces[i] posed by params[i] -> uint8 (B, H, W, 3) RGB: the reference picture (tests, stills)."""
+        out = np.empty((len(faces), faces[0].size[1], faces[0].size[0], 3), np.uint8) if faces else None
+        for part, frames in self._chunks(faces, params):
+            rgb = frames.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            out[part] = rgb.cpu().numpy()
+        return out
+
+    def render_i420(self, faces: Sequence[WarpFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+        """faces[i] posed by params[i] -> into[i] as I420, converted on the device (FaceRenderer.render_i420)."""
+        for part, frames in self._chunks(faces, params):
+            copy_to_host(rgb_to_i420(frames.mul_(255)), into[part])
+
+    def _chunks(self, faces: Sequence[WarpFace], params: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(which frames, float (b, 3, H, W) RGB in 0..1 on the device): the batch at once on a GPU,
+        CPU_CHUNK frames at a time on a CPU."""
+        if not faces or len(faces) != len(params) or params.ndim != 2 or params.shape[1] != N_PARAMS:
             raise ValueError(f"need one (N_PARAMS={N_PARAMS}) row per face, got {params.shape} for {len(faces)} faces")
         sizes = {f.size for f in faces}
         if len(sizes) != 1:
@@ -126,8 +142,8 @@ class WarpRenderer:
         with torch.inference_mode():
             which = torch.tensor([index[id(f)] for f in faces], device=self.device)
             p = torch.from_numpy(np.ascontiguousarray(params, np.float32)).to(self.device)
-            chunks = [self._render(distinct, which[i : i + step], p[i : i + step]) for i in range(0, len(faces), step)]
-            return torch.cat(chunks).cpu().numpy()
+            for i in range(0, len(faces), step):
+                yield slice(i, i + step), self._render(distinct, which[i : i + step], p[i : i + step])
 
     def _render(self, distinct: list[WarpFace], which: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         w, h = distinct[0].size
@@ -188,7 +204,7 @@ class WarpRenderer:
 
         # ---- inner mouth where the lips opened
         out[b, :, r_idx, c_idx] = self._inner_mouth(out[b, :, r_idx, c_idx], fm, opening, sc[:, 4, None, None])
-        return out.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return out
 
     @staticmethod
     def _inner_mouth(pixels: torch.Tensor, fm: torch.Tensor, opening: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""Forwarding a channel's routes from the public port to the worker process that runs the channel.
+
+Requests (offer, chat, interrupt: small bodies) go over the worker's unix socket as they came,
+with the client's address in X-Forwarded-For; responses come back as they are produced, so the
+event stream (SSE) and the MPEG-TS stream flow through without being held. While the worker is
+restarting, the channel answers 503 with Retry-After: the viewer page retries by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from agents.front.front import Front
+from agents.front.links import WorkerGone
+
+log = logging.getLogger(__name__)
+
+PROXY_FRONT: web.AppKey[Front] = web.AppKey("proxy-front", Front)
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+     "transfer-encoding", "upgrade", "host", "content-length"}
+)  # fmt: skip
+RETRY_AFTER_S = 2
+
+
+def _unavailable(name: str, why: str) -> web.Response:
+    return web.json_response(
+        {"error": f"channel {name} is coming back on air ({why}); try again in a moment"},
+        status=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    front = request.app[PROXY_FRONT]
+    name = request.match_info["channel"]
+    worker = front.where.get(name)
+    if worker is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(front.where)}),
+            content_type="application/json",
+        )
+    try:
+        session = worker.session  # type: ignore[attr-defined]
+    except WorkerGone as exc:
+        return _unavailable(name, str(exc))
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["X-Forwarded-For"] = request.remote or ""
+    body = await request.read() if request.can_read_body else None
+    try:
+        async with session.request(
+            request.method, f"http://worker{request.rel_url}", headers=headers, data=body, allow_redirects=False
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    response.headers[key] = value
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except aiohttp.ClientError as exc:
+        log.info("channel %s: the worker went away during a request (%s)", name, type(exc).__name__)
+        if "response" in locals() and response.prepared:
+            return response
+        return _unavailable(name, "its worker restarted")
+
+
+def add_proxy_routes(app: web.Application, front: Front) -> None:
+    app[PROXY_FRONT] = front
+    app.router.add_route("*", "/c/{channel}/{tail:.+}", forward)

@@ -1,0 +1,210 @@
+"""The GPU service: one process that owns the device and renders lip-sync for every media worker.
+
+    python -m models.lipsync.server --socket PATH --device cuda:0 [--max-batch 64] [--kernel auto]
+
+Workers connect over a unix socket (wire.py) and hand over their frame rings once; every render
+request of every channel of every worker then goes into ONE deadline batcher (the same
+LipSyncService a single process uses), so a batch holds the frames of all workers' channels that
+are due next, and the device writes them straight into the workers' shared, page-locked rings. It
+prints `ready` once it listens, and stops on SIGTERM or when its parent dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from models.avatars import PackError
+from models.batcher import Expired, Overloaded
+from models.frame_ring import MappedRing
+from models.lipsync.params import N_PARAMS
+from models.lipsync.service import LipSyncService
+from models.lipsync.wire import WireError, fds_path, pack, read_message
+from models.protocols import PreparedFace
+
+log = logging.getLogger("avatarcast.gpu")
+
+MAX_RING_BYTES = 1 << 30
+"""A worker's ring larger than this is refused (a bug or an attack, not a channel's frames)."""
+
+
+class RenderServer:
+    def __init__(self, service: LipSyncService) -> None:
+        self.service = service
+        self.faces: dict[int, PreparedFace] = {}
+        self._face_ids: dict[int, int] = {}  # id(prepared face) -> face id: channels share prepared faces
+        self.rings: dict[tuple[int, int], MappedRing] = {}
+        self._clients = itertools.count(1)
+        self._next_face = itertools.count(1)
+        self._lock = threading.Lock()  # rings arrive on the fd thread
+
+    # ------------------------------------------------------------------ control connections
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = next(self._clients)
+        jobs: dict[int, asyncio.Task[None]] = {}
+        try:
+            while True:
+                message = await read_message(reader)
+                op = message["op"]
+                if op == "hello":
+                    writer.write(pack({"op": "hello", "client": client, "device": str(self.service.device)}))
+                elif op == "prepare":
+                    jobs[-message["id"]] = asyncio.create_task(self._prepare(message, writer, jobs))
+                elif op == "render":
+                    jobs[message["id"]] = asyncio.create_task(self._render(client, message, writer, jobs))
+                elif op == "cancel" and message["id"] in jobs:
+                    jobs[message["id"]].cancel()
+                elif op == "forget":
+                    self.service.forget(str(message["key"]))
+                elif op == "metrics":
+                    writer.write(pack({"op": "metrics", "id": message["id"], "data": self.service.metrics()}))
+        except (asyncio.IncompleteReadError, ConnectionError, WireError) as exc:
+            if not isinstance(exc, asyncio.IncompleteReadError):
+                log.warning("client %d: dropped (%s)", client, exc)
+        finally:
+            for task in jobs.values():
+                task.cancel()
+            await asyncio.gather(*jobs.values(), return_exceptions=True)
+            self._drop_rings(client)
+            writer.close()
+
+    async def _prepare(self, message: dict[str, Any], writer: asyncio.StreamWriter, jobs: dict[int, Any]) -> None:
+        reply: dict[str, Any]
+        try:
+            size = (int(message["size"][0]), int(message["size"][1]))
+            background = tuple(message["background"]) if message.get("background") else None
+            face = await self.service.prepare(Path(message["pack"]), size, background)  # type: ignore[arg-type]
+            face_id = self._face_ids.setdefault(id(face), next(self._next_face))
+            self.faces[face_id] = face
+            still = self.service.render_now([face], np.zeros((1, N_PARAMS), np.float32))[0]
+            cost = await self.service.frame_cost(face)
+            reply = {
+                "op": "prepared", "id": message["id"], "face": face_id, "kind": face.kind,
+                "size": list(face.size), "mouth_box": list(face.mouth_box), "still": still.tobytes(), "cost": cost,
+            }  # fmt: skip
+        except (PackError, OSError, ValueError, KeyError, TypeError) as exc:
+            reply = {"op": "error", "id": message.get("id"), "kind": "pack", "error": str(exc)}
+        finally:
+            jobs.pop(-message["id"], None)
+        writer.write(pack(reply))
+
+    async def _render(
+        self, client: int, message: dict[str, Any], writer: asyncio.StreamWriter, jobs: dict[int, Any]
+    ) -> None:
+        job = message["id"]
+        try:
+            face = self.faces[int(message["face"])]
+            ring = self.rings[(client, int(message["ring"]))]
+            params = np.frombuffer(message["params"], np.float32).reshape(-1, N_PARAMS)
+            into = [ring.view(int(slot)) for slot in message["slots"]]
+            await self.service.render(
+                face, params, into, deadline=message.get("deadline"), key=str(message["key"]),
+                expires=message.get("expires"),
+            )  # fmt: skip
+            reply: dict[str, Any] = {"op": "done", "id": job}
+        except asyncio.CancelledError:
+            reply = {"op": "error", "id": job, "kind": "failed", "error": "cancelled"}
+        except Expired as exc:
+            reply = {"op": "error", "id": job, "kind": "expired", "error": str(exc)}
+        except Overloaded as exc:
+            reply = {"op": "error", "id": job, "kind": "overloaded", "error": str(exc)}
+        except (KeyError, ValueError) as exc:
+            reply = {"op": "error", "id": job, "kind": "bad", "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # the renderer failed (out of memory, a device error): this job only
+            reply = {"op": "error", "id": job, "kind": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            jobs.pop(job, None)
+        with contextlib.suppress(ConnectionError):
+            writer.write(pack(reply))
+
+    # ------------------------------------------------------------------ rings (their own socket)
+    def take_rings(self, listener: socket.socket) -> None:
+        """The fd thread: each connection hands over one ring's memfd (SCM_RIGHTS) and gets b"ok"."""
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # the listener closed: shutting down
+            with conn:
+                try:
+                    data, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+                    header = msgspec.msgpack.decode(data)
+                    if len(fds) != 1:
+                        raise ValueError("a ring comes with exactly one file descriptor")
+                    shape, slots = tuple(int(d) for d in header["shape"]), int(header["slots"])
+                    if slots * int(np.prod(shape)) > MAX_RING_BYTES:
+                        os.close(fds[0])
+                        raise ValueError(f"a ring of {slots} x {shape} is too large")
+                    ring = MappedRing(fds[0], shape, slots, pin_memory=self.service.device.type == "cuda")
+                    with self._lock:
+                        self.rings[(int(header["client"]), int(header["ring"]))] = ring
+                    conn.sendall(b"ok")
+                except Exception as exc:
+                    log.warning("a ring was refused: %s", exc)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(f"refused: {exc}".encode())
+
+    def _drop_rings(self, client: int) -> None:
+        with self._lock:
+            gone = [key for key in self.rings if key[0] == client]
+            for key in gone:
+                self.rings.pop(key).close()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    service = LipSyncService(args.device, max_batch=args.max_batch, sprite_kernel=args.kernel)
+    server = RenderServer(service)
+    for path in (args.socket, fds_path(args.socket)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(fds_path(args.socket))
+    listener.listen(64)
+    threading.Thread(target=server.take_rings, args=(listener,), name="rings", daemon=True).start()
+    control = await asyncio.start_unix_server(server.serve_client, args.socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("GPU service on %s, rendering on %s", args.socket, service.device)
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        control.close()
+        listener.close()
+        await service.aclose()
+        for path in (args.socket, fds_path(args.socket)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="avatarcast's GPU service: lip-sync for every worker")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--kernel", default="auto")
+    args = parser.parse_args()
+    with contextlib.suppress(OSError, AttributeError):  # stop with the front, however it ends
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s gpu-service: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The GPU service's wire: small msgpack control messages over a unix socket, frames in shared memory.
+
+Like vLLM's front-end/engine split (ZMQ + msgpack + shared memory), only control crosses the
+socket: a render request is its face id, its poses (a few floats a frame), its deadline and the
+ring slots its frames go to. The frames themselves are written by the service straight into the
+worker's ring (models/frame_ring.py), which the worker hands over once, as a file descriptor
+(SCM_RIGHTS) on the service's second socket, `<path>.fds`.
+
+A message is a 4-byte big-endian length, then a msgpack map with an "op" key:
+  hello     {pid}                                        -> hello {client, device}
+  prepare   {id, pack, size, background}                 -> prepared {id, face, kind, size, mouth_box,
+                                                            still (I420 bytes, once), cost} | error
+  render    {id, face, params (float32 bytes), ring, slots, deadline, expires, key} -> done {id} | error
+  cancel    {id}                                         (the job still answers: done or error)
+  forget    {key}
+  metrics   {id}                                         -> metrics {id, data}
+  error     {id, kind: pack | overloaded | expired | failed | bad, error}
+Ring registration on `<path>.fds`: {client, ring, shape, slots} with the memfd -> b"ok" or an error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import msgspec
+
+MAX_MESSAGE = 16 << 20
+"""A message larger than this is a bug or an attack: the connection is dropped."""
+_LENGTH = struct.Struct(">I")
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(dict)
+
+
+class WireError(ConnectionError):
+    """The peer sent something that is not a message of this wire."""
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    body = _encoder.encode(message)
+    return _LENGTH.pack(len(body)) + body
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The next message; raises asyncio.IncompleteReadError at the end of the stream, WireError on garbage."""
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    if length > MAX_MESSAGE:
+        raise WireError(f"a message of {length} bytes (at most {MAX_MESSAGE})")
+    try:
+        message = _decoder.decode(await reader.readexactly(length))
+    except msgspec.DecodeError as exc:
+        raise WireError(f"not msgpack: {exc}") from None
+    if not isinstance(message.get("op"), str):
+        raise WireError("a message without an op")
+    return message
+
+
+def fds_path(path: str) -> str:
+    """Where the service takes ring file descriptors."""
+    return path + ".fds"
