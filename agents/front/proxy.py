@@ -20,6 +20,7 @@ from agents.front.links import WorkerGone
 log = logging.getLogger(__name__)
 
 PROXY_FRONT: web.AppKey[Front] = web.AppKey("proxy-front", Front)
+OPEN: web.AppKey[set[aiohttp.ClientResponse]] = web.AppKey("proxy-open", set)
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
      "transfer-encoding", "upgrade", "host", "content-length"}
@@ -51,26 +52,39 @@ async def forward(request: web.Request) -> web.StreamResponse:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     headers["X-Forwarded-For"] = request.remote or ""
     body = await request.read() if request.can_read_body else None
+    url = f"http://worker{request.rel_url}"
     try:
-        async with session.request(
-            request.method, f"http://worker{request.rel_url}", headers=headers, data=body, allow_redirects=False
-        ) as upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    response.headers[key] = value
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        upstream = await session.request(request.method, url, headers=headers, data=body, allow_redirects=False)
     except aiohttp.ClientError as exc:
-        log.info("channel %s: the worker went away during a request (%s)", name, type(exc).__name__)
-        if "response" in locals() and response.prepared:
-            return response
+        log.info("channel %s: its worker did not take a request (%s)", name, type(exc).__name__)
         return _unavailable(name, "its worker restarted")
+    open_streams = request.app[OPEN]
+    open_streams.add(upstream)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    try:
+        for key, value in upstream.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                response.headers[key] = value
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except aiohttp.ClientError as exc:  # the worker went away mid-stream: the client's stream ends here
+        log.info("channel %s: its worker went away during a response (%s)", name, type(exc).__name__)
+    finally:
+        open_streams.discard(upstream)
+        upstream.release()
+    return response
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Server shutdown: end the event and MPEG-TS streams passing through, or it would wait for them."""
+    for upstream in list(app[OPEN]):
+        upstream.close()
 
 
 def add_proxy_routes(app: web.Application, front: Front) -> None:
     app[PROXY_FRONT] = front
+    app[OPEN] = set()
+    app.on_shutdown.append(_end_streams)
     app.router.add_route("*", "/c/{channel}/{tail:.+}", forward)

@@ -53,9 +53,11 @@ class WorkerHost(Protocol):
 class RemoteWorker:
     """A worker process and the front's connection to it (a WorkerLink)."""
 
-    def __init__(self, front: WorkerHost, index: int, folder: Path, lipsync_socket: str | None) -> None:
+    def __init__(self, front: WorkerHost, index: int, folder: Path, lipsync_socket: str | None, cores: int) -> None:
         self.front = front
         self.index = index
+        self.cores = cores
+        """Its share of the machine's cores: what its admission control budgets."""
         self.socket = str(folder / f"worker-{index}.sock")
         self._config = folder / f"worker-{index}.json"
         self._lipsync_socket = lipsync_socket
@@ -79,9 +81,8 @@ class RemoteWorker:
     # ------------------------------------------------------------------ life
     async def start(self, channels: list[ChannelConfig]) -> None:
         """Start the process with `channels` and wait until it serves (or raise RuntimeError)."""
-        self._config.write_text(
-            json.dumps({"studio": self.front.worker_config(), "channels": [c.name for c in channels]})
-        )
+        config = {"studio": self.front.worker_config(), "channels": [c.name for c in channels], "cores": self.cores}
+        self._config.write_text(json.dumps(config))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         args = [sys.executable, "-m", "agents.worker.process", "--index", str(self.index), "--socket", self.socket]
@@ -228,7 +229,8 @@ async def start_workers(
 ) -> tuple[list[RemoteWorker], dict[RemoteWorker, list[str]], dict[str, str]]:
     """Start `count` workers with `channels` dealt out in turn (all are empty, so each has the same
     headroom) -> the workers, what went on air where, and what failed with why."""
-    workers = [RemoteWorker(front, i, folder, lipsync_socket) for i in range(count)]
+    cores = max(1, len(os.sched_getaffinity(0)) // count)
+    workers = [RemoteWorker(front, i, folder, lipsync_socket, cores) for i in range(count)]
     dealt: dict[RemoteWorker, list[ChannelConfig]] = {w: channels[i::count] for i, w in enumerate(workers)}
     results = await asyncio.gather(*(w.start(dealt[w]) for w in workers), return_exceptions=True)
     started = [w for w, r in zip(workers, results, strict=True) if not isinstance(r, BaseException)]

@@ -38,11 +38,13 @@ from models.avatars import PackError
 
 log = logging.getLogger("avatarcast.worker")
 
-CHAT_OUT: web.AppKey[asyncio.Queue[dict[str, str]]] = web.AppKey("chat_out", asyncio.Queue)
+CHAT_OUT: web.AppKey[asyncio.Queue[dict[str, str] | None]] = web.AppKey("chat_out", asyncio.Queue)
 COLLECTOR: web.AppKey[StudioCollector] = web.AppKey("collector", StudioCollector)
 CHAT_OUT_QUEUE = 256
 """Lines for IRC waiting for the front; beyond this the oldest is dropped (chat has moved on)."""
 PR_SET_PDEATHSIG = 1
+SHUTDOWN_TIMEOUT_S = 3.0
+"""Requests still open when the worker stops get this long (its streams are ended at once)."""
 
 
 def die_with_parent() -> None:
@@ -106,12 +108,12 @@ async def chat_out(request: web.Request) -> web.StreamResponse:
     queue = request.app[CHAT_OUT]
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    while True:
-        line = await queue.get()
+    while (line := await queue.get()) is not None:  # None: the worker is stopping
         await response.write(json.dumps(line).encode() + b"\n")
+    return response
 
 
-def queue_post(queue: asyncio.Queue[dict[str, str]]) -> Any:
+def queue_post(queue: asyncio.Queue[dict[str, str] | None]) -> Any:
     def post(irc_channel: str, text: str) -> None:
         if queue.full():
             queue.get_nowait()
@@ -134,7 +136,15 @@ def make_worker_app(studio: Studio) -> web.Application:
     app.router.add_post("/_worker/channels/{channel}/resume", resume)
     app.router.add_post("/_worker/chat/{channel}", chat_line)
     app.router.add_get("/_worker/chat-out", chat_out)
+    app.on_shutdown.append(_end_chat_out)
     return app
+
+
+async def _end_chat_out(app: web.Application) -> None:
+    queue = app[CHAT_OUT]
+    while queue.full():
+        queue.get_nowait()
+    queue.put_nowait(None)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -148,7 +158,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.lipsync_socket:  # the GPU service renders; this CPU only while it is away
         on_cpu = cfg.model_copy(update={"lipsync": cfg.lipsync.model_copy(update={"device": "cpu", "kernel": "auto"})})
         lipsync = await RemoteLipSync.connect(args.lipsync_socket, fallback=lambda: local_lipsync(on_cpu))
-    studio = Studio(cfg, lipsync=lipsync)
+    studio = Studio(cfg, lipsync=lipsync, cores=data.get("cores"))
     runner: web.AppRunner | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -156,7 +166,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await studio.start([c for c in cfg.channels if c.name in set(data["channels"])])
-        runner = web.AppRunner(make_worker_app(studio), access_log=None)
+        runner = web.AppRunner(make_worker_app(studio), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         await web.UnixSite(runner, args.socket).start()
         print("ready", flush=True)

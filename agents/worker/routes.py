@@ -14,6 +14,7 @@ with {"error": "..."} that says what to change; it never touches another channel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -149,10 +150,11 @@ async def _event_stream(request: web.Request, channel: Channel, types: frozenset
         return error(503, str(exc))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    await response.write(b": connected\n\n")
-    async for event in listener:
-        if types is None or event.get("type") in types:
-            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+    with contextlib.suppress(ConnectionResetError):  # the page went away: its stream simply ends
+        await response.write(b": connected\n\n")
+        async for event in listener:
+            if types is None or event.get("type") in types:
+                await response.write(f"data: {json.dumps(event)}\n\n".encode())
     return response
 
 

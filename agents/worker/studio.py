@@ -86,13 +86,18 @@ def freeze_heap(why: str) -> None:
 
 
 class Studio:
-    def __init__(self, cfg: StudioConfig, *, clock: Clock | None = None, lipsync: LipSync | None = None) -> None:
+    def __init__(
+        self, cfg: StudioConfig, *, clock: Clock | None = None, lipsync: LipSync | None = None, cores: int | None = None
+    ) -> None:
+        """`lipsync`: the GPU service's client (default: render here); `cores`: this worker's share of
+        the machine's cores, which admission budgets (default: all of them)."""
         self.cfg = cfg
         self.clock = clock
         self.lipsync: LipSync = lipsync or local_lipsync(cfg)
         self.admission = Admission(
             max_utilisation=cfg.admission.max_utilisation,
             max_loop_lag_ms=cfg.admission.max_loop_lag_ms,
+            cores=cores,
             shared_renderer=lipsync is not None,
         )
         self.channels: dict[str, Channel] = {}

@@ -97,6 +97,10 @@ class RemoteLipSync:
     def connected(self) -> bool:
         return self._writer is not None
 
+    def serves(self, face: RemoteFace) -> bool:
+        """Whether `face` renders in the service now (connected, and prepared on this connection)."""
+        return self._writer is not None and face.epoch == self._epoch
+
     # ------------------------------------------------------------------ connection
     async def _connect(self) -> None:
         reader, writer = await asyncio.open_unix_connection(self.path)
@@ -164,6 +168,9 @@ class RemoteLipSync:
         face = RemoteFace("", size, (0, 0, 0, 0), np.zeros(0), Path(pack_dir), background, 0.0)
         await self._prepare_remote(face)
         self._faces.append(face)
+        # the CPU fallback's copy, prepared now (in the background): a lost service then costs a frame or
+        # two of the picture, not the half second preparing it would take at that moment
+        self._tasks.append(asyncio.create_task(self._prepare_here(face), name="fallback-face"))
         return face
 
     async def _prepare_remote(self, face: RemoteFace) -> None:
@@ -223,7 +230,7 @@ class RemoteLipSync:
         key: str = "",
         expires: float | None = None,
     ) -> None:
-        if self._writer is not None and face.epoch == self._epoch:
+        if self.serves(face):
             try:
                 await self._render_remote(face, params, into, deadline, key, expires)
                 return
@@ -253,14 +260,19 @@ class RemoteLipSync:
             raise Overloaded(reply["error"])
         raise RuntimeError(f"the GPU service failed a render: {reply['error']}")
 
-    async def _render_here(self, face: RemoteFace, params: np.ndarray, into: Sequence[np.ndarray], **kw: Any) -> None:
-        """The CPU fallback: the same frames, drawn in this process."""
+    async def _prepare_here(self, face: RemoteFace) -> Any:
         if self._fallback is None:
             self._fallback = self._fallback_factory()
         if face.local is None:
             face.local = await self._fallback.prepare(face.pack, face.size, face.background)
+        return face.local
+
+    async def _render_here(self, face: RemoteFace, params: np.ndarray, into: Sequence[np.ndarray], **kw: Any) -> None:
+        """The CPU fallback: the same frames, drawn in this process."""
+        local = await self._prepare_here(face)
+        assert self._fallback is not None
         self.stats["fallback_jobs"] += 1
-        await self._fallback.render(face.local, params, into, **kw)
+        await self._fallback.render(local, params, into, **kw)
 
     def forget(self, key: str) -> None:
         if self._writer is not None:

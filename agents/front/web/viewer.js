@@ -52,6 +52,7 @@ async function playWithSound() {
 }
 
 let retryMs = 1000;
+const DISCONNECTED_MS = 2000;
 async function connect() {
   setStatus("connecting…");
   const pc = new RTCPeerConnection({ iceServers: [] });
@@ -66,10 +67,17 @@ async function connect() {
     playWithSound();
     if (ev.track.kind === "audio") listenToOutput(ev.track);
   };
+  let disconnectedTimer = null;
   pc.onconnectionstatechange = () => {
     state.connection = pc.connectionState;
+    clearTimeout(disconnectedTimer);
     if (pc.connectionState === "connected") { setStatus("live", "live"); retryMs = 1000; }
     if (pc.connectionState === "failed" || pc.connectionState === "closed") reconnect(pc, "connection " + pc.connectionState);
+    // the channel's worker restarted (or the network blinked): ICE says "disconnected" within seconds,
+    // "failed" only after ~30 s; a picture gone for DISCONNECTED_MS is worth a new connection now
+    if (pc.connectionState === "disconnected") {
+      disconnectedTimer = setTimeout(() => reconnect(pc, "connection lost"), DISCONNECTED_MS);
+    }
   };
   await pc.setLocalDescription(await pc.createOffer());
   await gatheringDone(pc, 2000);
@@ -186,6 +194,10 @@ async function sendChat(ev) {
 // ---------------------------------------------------------------- captions
 function listenForEvents() {
   const source = new EventSource(base + "/events");
+  // a 503 while the channel comes back on air ends an EventSource for good: open a new one
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) setTimeout(listenForEvents, 2000);
+  };
   source.onmessage = (ev) => {
     const event = JSON.parse(ev.data);
     if (event.type === "caption") {

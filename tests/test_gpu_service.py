@@ -1,0 +1,126 @@
+"""The GPU service process: frames drawn there land in a worker's shared ring, bit-exact, and the
+worker's channels keep their picture while the service is gone. Here it renders on the CPU (this
+machine has no GPU); the process, the socket, the memfd rings and the batcher are the real ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.worker.face_source import FaceSource
+from models.avatars import resolve_pack
+from models.lipsync.idle import IdleMotion
+from models.lipsync.params import N_MOUTH
+from models.lipsync.remote import RemoteLipSync
+from models.lipsync.service import LipSyncService
+from stream.clock import OfflineClock, VideoFormat
+from stream.program import Program
+from tests.conftest import eventually
+
+SIZE = (256, 256)
+
+
+class Service:
+    """`python -m models.lipsync.server` on a socket in a temporary folder, started again on demand."""
+
+    def __init__(self, folder: Path) -> None:
+        self.socket = str(folder / "gpu.sock")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "models.lipsync.server", "--socket", self.socket, "--device", "cpu"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == b"ready"
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture()
+def service(tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+class Frames:
+    """A Program sink keeping a copy of every frame the encoder would get."""
+
+    def __init__(self) -> None:
+        self.video: list[np.ndarray] = []
+
+    def on_audio(self, pcm: np.ndarray, sample: int) -> None:
+        pass
+
+    def on_video(self, image: np.ndarray, frame: int) -> None:
+        self.video.append(image.copy())
+
+    async def ready(self) -> None:
+        pass
+
+
+async def test_frames_drawn_in_the_service_reach_the_encoder_bit_exact(service: Service) -> None:
+    shm_before = set(os.listdir("/dev/shm"))
+    remote = await RemoteLipSync.connect(service.socket, fallback=lambda: LipSyncService("cpu"))
+    local = LipSyncService("cpu")
+    try:
+        face = await remote.prepare(resolve_pack("builtin:nova"), SIZE, (0, 177, 64))
+        sink = Frames()
+        idle = IdleMotion(7, 25)
+        program = Program(
+            VideoFormat(*SIZE, 25), FaceSource(face, remote, idle), sink, cue_dims=N_MOUTH, clock=OfflineClock()
+        )
+        await program.run(until=1.0)
+        assert len(sink.video) == 25
+        here = local.prepare_blocking(resolve_pack("builtin:nova"), SIZE)
+        expected = local.render_now([local.with_background(here, (0, 177, 64))] * 25, IdleMotion(7, 25).params(0, 25))
+        for i, frame in enumerate(sink.video):
+            np.testing.assert_array_equal(frame, expected[i], err_msg=f"frame {i} differs from a local render")
+        assert remote.stats["remote_jobs"] > 0 and remote.stats["fallback_jobs"] == 0
+    finally:
+        await remote.aclose()
+        await local.aclose()
+    service.stop()
+    assert set(os.listdir("/dev/shm")) == shm_before, "no shared-memory segment left behind"
+
+
+async def test_the_picture_goes_on_without_the_service_and_moves_back_when_it_returns(service: Service) -> None:
+    remote = await RemoteLipSync.connect(service.socket, fallback=lambda: LipSyncService("cpu"))
+    try:
+        face = await remote.prepare(resolve_pack("builtin:nova"), SIZE, None)
+        ring = remote.frame_ring(face, 8, "test")
+        params = IdleMotion(1, 25).params(0, 2)
+
+        async def render() -> None:
+            frames = ring.lease(2)
+            assert frames is not None
+            await remote.render(face, params, frames, key="ch")
+
+        await render()
+        assert remote.stats["remote_jobs"] == 1
+        service.kill()
+        for _ in range(3):  # no service: drawn on this CPU, not refused
+            await render()
+        assert remote.stats["fallback_jobs"] == 3 and not remote.connected
+        service.start()
+        await eventually(lambda: remote.serves(face), 20, "the client back on the restarted service")
+        await render()
+        assert remote.stats["remote_jobs"] == 2, "rendering moved back to the service"
+    finally:
+        await remote.aclose()
