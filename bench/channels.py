@@ -1,52 +1,45 @@
 """How many channels one box holds at 25 fps: idle, and all talking, with cross-channel batching on and off.
 
-    python bench/channels.py [--json] [--max-channels 16] [--seconds 8] [--warmup 3] [--device auto]
+    python bench/channels.py [--json] [--workers N] [--device auto|cpu|cuda] [--max-channels 16] [--seconds 8]
 
 A level holds when every channel's frames reach its encoder at >= 98 % of 25 fps, the p99 interval
 between consecutive frames of a channel is <= 60 ms, and no frame missed its deadline (no frame
 repeated late by the Program, no lip-sync job done after its frame aired, no frame dropped at the
-encoder). Channels are the real Channel class (drawn avatar builtin:nova at 512x512, its own
-encoder, no viewers or web server) sharing one lip-sync service; frame times are taken where the
-Program hands each frame to the encoder. Talking channels get pre-synthesised speech laid back to
-back on their Programs, so every mouth moves all the time. The search adds channels `--step` at a
-time while levels hold, then bisects between the last level that held and the first that did not.
-The JSON's talking_channels, idle_channels and talking_channels_unbatched are those largest levels.
+encoder). Each level runs real channels (bench/channel_level.py): in this process (--workers 1), or
+spread over N processes as the studio's media workers spread them, each drawing its own frames or,
+with a GPU (or --gpu-service), all drawn by one GPU service process (models/lipsync/server.py) that
+batches every worker's frames together. The search adds channels `--step` at a time while levels
+hold, then bisects between the last level that held and the first that did not. The JSON's
+talking_channels, idle_channels and talking_channels_unbatched are those largest levels; each level
+also records the processes' CPU use, the GPU's utilisation (nvidia-smi, where there is one) and the
+I420 frame bandwidth into host memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
-import time
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import torch
 
-from agents.config import ChannelConfig, parse_config
-from agents.conversation.speech import speech_segments
-from agents.worker.channel import Channel
-from models.lipsync.service import LipSyncService
-from models.tts_piper import PiperTTS
-from stream.clock import AUDIO_RATE
-from stream.encoder import ChannelEncoder
-from stream.frames import SpeechSegment
-from stream.program import Program
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench.channel_level, run from anywhere
+from bench.channel_level import FPS, MIN_FPS, P99_LIMIT_MS, Level, LevelRunner, level_from, presynthesise  # noqa: E402
+from models.lipsync.service import LipSyncService  # noqa: E402
+from models.tts_piper import PiperTTS  # noqa: E402
+from stream.clock import AUDIO_RATE  # noqa: E402
 
-FPS = 25
-MIN_FPS = 0.98 * FPS
-P99_LIMIT_MS = 60.0
-SPEECH = (
-    "Welcome back to the stream, everyone. Today we are looking at three new products. "
-    "The first one is a travel mug that keeps coffee hot for twelve hours. Let me know what you think in the chat!"
-)
 MODES = {
     "idle": (False, True, "idle_channels"),
     "talking": (True, True, "talking_channels"),
@@ -55,205 +48,169 @@ MODES = {
 """mode -> (talking, batching, the JSON key of its result)."""
 
 
-class TimedSink:
-    """The channel's encoder as the Program's sink, noting when every frame reached it."""
-
-    def __init__(self, encoder: ChannelEncoder) -> None:
-        self.encoder = encoder
-        self.times: list[float] = []
-
-    def on_audio(self, pcm: np.ndarray, sample: int) -> None:
-        self.encoder.on_audio(pcm, sample)
-
-    def on_video(self, image: np.ndarray, frame: int) -> None:
-        self.times.append(time.perf_counter())
-        self.encoder.on_video(image, frame)
-
-    async def ready(self) -> None:
-        await self.encoder.ready()
-
-
-@dataclass
-class OnAir:
-    channel: Channel
-    sink: TimedSink
-    feeder: asyncio.Task[None] | None
-
-    @property
-    def program(self) -> Program:
-        assert self.channel.program is not None
-        return self.channel.program
-
-
-@dataclass
-class Level:
-    channels: int
-    fps_min: float
-    p99_ms: float
-    max_ms: float
-    late_frames: int
-    deadline_misses: int
-    dropped_frames: int
-    rejected_jobs: int
-    mean_batch_frames: float
-    render_busy: float  # share of the time the render thread was rendering
-    encode_ms_per_frame: float
-    cpu_cores: float  # this process
-    load_1m: float  # the whole machine (other work there slows every level)
-    ok: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ok = (
-            self.fps_min >= MIN_FPS
-            and self.p99_ms <= P99_LIMIT_MS
-            and not (self.late_frames or self.deadline_misses or self.dropped_frames or self.rejected_jobs)
-        )
-
-
-def channel_config(name: str) -> ChannelConfig:
-    channel = {"name": name, "avatar": {"pack": "builtin:nova"}, "video": {"width": 512, "height": 512, "fps": FPS}}
-    return parse_config({"llm": {"backend": "none"}, "channels": [channel]}, "bench").channels[0]
-
-
-async def keep_talking(program: Program, speech: list[SpeechSegment]) -> None:
-    """Keep ~2 s of speech queued on the program, segment after segment, for ever."""
-    for seg in itertools.cycle(speech):
-        await asyncio.sleep(max(0.0, program.scheduled_until - program.position - 2.0))
-        program.enqueue(SpeechSegment(seg.pcm, seg.cues, seg.cue_rate, "bench", text=seg.text, words=seg.words))
-
-
-class Bench:
-    def __init__(self, args: argparse.Namespace, tts: PiperTTS, speech: list[SpeechSegment]) -> None:
+class Search:
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.tts = tts
-        self.speech = speech
         out = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON alone
         self.say = lambda line: print(line, file=out, flush=True)
 
-    async def add(self, service: LipSyncService, name: str, talking: bool) -> OnAir:
-        channel = Channel(channel_config(name), lipsync=service, tts=self.tts)
-        await channel.prepare()
-        assert channel.program is not None
-        sink = TimedSink(channel.encoder)
-        channel.program.sink = sink
-        await channel.start()
-        feeder = asyncio.create_task(keep_talking(channel.program, self.speech)) if talking else None
-        return OnAir(channel, sink, feeder)
-
-    @staticmethod
-    async def remove(on_air: OnAir) -> None:
-        if on_air.feeder is not None:
-            on_air.feeder.cancel()
-            await asyncio.gather(on_air.feeder, return_exceptions=True)
-        await on_air.channel.aclose()
-
-    async def measure(self, service: LipSyncService, on_air: list[OnAir]) -> Level:
-        await asyncio.sleep(self.args.warmup)  # new channels start, the cost model settles
-        before = self._counters(service, on_air)
-        for a in on_air:
-            a.sink.times.clear()
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.sleep(self.args.seconds)
-        elapsed = time.perf_counter() - t0
-        cpu = (time.process_time() - cpu0) / elapsed
-        after = self._counters(service, on_air)
-        delta = {k: after[k] - before[k] for k in after}
-        intervals = np.concatenate([np.diff(a.sink.times) for a in on_air]) * 1000
-        return Level(
-            channels=len(on_air),
-            fps_min=round(min(len(a.sink.times) for a in on_air) / elapsed, 2),
-            p99_ms=round(float(np.percentile(intervals, 99)), 1),
-            max_ms=round(float(intervals.max()), 1),
-            late_frames=int(delta["late"]),
-            deadline_misses=int(delta["misses"]),
-            dropped_frames=int(delta["dropped"]),
-            rejected_jobs=int(delta["rejected"]),
-            mean_batch_frames=round(delta["items"] / delta["batches"], 2) if delta["batches"] else 0.0,
-            render_busy=round(delta["render_s"] / elapsed, 2),
-            encode_ms_per_frame=round(1000 * delta["encode_s"] / max(1, sum(len(a.sink.times) for a in on_air)), 2),
-            cpu_cores=round(cpu, 2),
-            load_1m=round(os.getloadavg()[0], 2),
-        )
-
-    @staticmethod
-    def _counters(service: LipSyncService, on_air: list[OnAir]) -> dict[str, float]:
-        m = service.metrics()
-        return {
-            "late": sum(a.program.stats["late_frames"] for a in on_air),
-            "dropped": sum(a.channel.encoder.stats["video_dropped"] for a in on_air),
-            "misses": m["deadline_misses"] + m["expired"],  # expired: shed unrendered, as late
-            "rejected": m["rejected"],
-            "items": m["items"],
-            "batches": m["batches"],
-            "render_s": m["tensor"]["render_seconds"],
-            "encode_s": sum(a.channel.encoder.encode_seconds for a in on_air),
-        }
-
-    async def search(self, mode: str) -> tuple[int, list[Level]]:
+    async def levels(self, mode: str, measure: Any) -> tuple[int, list[Level]]:
         """The largest channel count that holds in `mode` (0 if even the first level fails)."""
-        talking, batching, _ = MODES[mode]
-        service = LipSyncService(self.args.device, batching=batching)
-        on_air: list[OnAir] = []
-        levels: list[Level] = []
-        held, failed = 0, None
+        held, failed, found = 0, None, []
         n = min(self.args.start, self.args.max_channels)
-        try:
-            while True:
-                while len(on_air) < n:
-                    on_air.append(await self.add(service, f"ch{len(on_air)}", talking))
-                while len(on_air) > n:
-                    await self.remove(on_air.pop())
-                level = await self.measure(service, on_air)
-                levels.append(level)
-                self.say(f"  {mode:18s} {self._row(level)}")
-                if level.ok:
-                    held = n
-                else:
-                    failed = n
-                if failed is None:
-                    if n >= self.args.max_channels:
-                        break
-                    n = min(n + self.args.step, self.args.max_channels)
-                elif failed - held > 1:
-                    n = (held + failed) // 2
-                else:
+        while True:
+            level = await measure(n)
+            found.append(level)
+            self.say(f"  {mode:18s} {row(level)}")
+            if level.ok:
+                held = n
+            else:
+                failed = n
+            if failed is None:
+                if n >= self.args.max_channels:
                     break
-        finally:
-            await asyncio.gather(*(self.remove(a) for a in on_air))
-            await service.aclose()
-        return held, levels
+                n = min(n + self.args.step, self.args.max_channels)
+            elif failed - held > 1:
+                n = (held + failed) // 2
+            else:
+                break
+        return held, found
 
-    @staticmethod
-    def _row(level: Level) -> str:
-        verdict = "holds" if level.ok else "FAILS"
-        return (
-            f"{level.channels:3d} channels: fps min {level.fps_min:5.2f}  p99 {level.p99_ms:5.1f} ms  "
-            f"max {level.max_ms:6.1f} ms  late {level.late_frames}  missed {level.deadline_misses}  "
-            f"dropped {level.dropped_frames}  batch {level.mean_batch_frames:4.1f}  busy {level.render_busy:.2f}  "
-            f"encode {level.encode_ms_per_frame:.1f} ms  cpu {level.cpu_cores:.2f}  load {level.load_1m:.1f}  {verdict}"
+    async def in_process(self, mode: str, tts: PiperTTS) -> tuple[int, list[Level]]:
+        talking, batching, _ = MODES[mode]
+        runner = LevelRunner(
+            LipSyncService(self.args.device, batching=batching), tts, await presynthesise(tts), talking
         )
 
+        async def measure(n: int) -> Level:
+            await runner.resize(n)
+            return await runner.measure(self.args.warmup, self.args.seconds)
 
-async def presynthesise(tts: PiperTTS) -> list[SpeechSegment]:
-    return [s async for s in speech_segments(tts, SPEECH, "bench", FPS)]
+        try:
+            return await self.levels(mode, measure)
+        finally:
+            await runner.aclose()
+            await runner.service.aclose()
+
+    async def in_workers(self, mode: str, gpu_socket: str | None) -> tuple[int, list[Level]]:
+        talking, _, _ = MODES[mode]
+
+        async def measure(n: int) -> Level:
+            shares = [n // self.args.workers + (i < n % self.args.workers) for i in range(self.args.workers)]
+            sampler = asyncio.create_task(gpu_utilisation(self.args.warmup + 2.0))
+            results = await asyncio.gather(*(self._process(k, talking, gpu_socket) for k in shares if k))
+            return combine(results, await sampler)
+
+        return await self.levels(mode, measure)
+
+    async def _process(self, channels: int, talking: bool, gpu_socket: str | None) -> Level:
+        args = self.args
+        command = [sys.executable, "-m", "bench.channel_level", "--channels", str(channels), "--device",
+                   args.device, "--seconds", str(args.seconds), "--warmup", str(args.warmup)]  # fmt: skip
+        command += ["--talking"] if talking else []
+        command += ["--gpu-socket", gpu_socket] if gpu_socket else []
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a bench worker with {channels} channels failed ({process.returncode})")
+        return level_from(json.loads(out))
+
+
+def combine(levels: list[Level], gpu_util: float | None) -> Level:
+    """The levels of the worker processes as one: the worst channel's figures, everyone's totals."""
+    frames = [lv.channels for lv in levels]
+    return Level(
+        channels=sum(frames),
+        fps_min=min(lv.fps_min for lv in levels),
+        p99_ms=max(lv.p99_ms for lv in levels),
+        max_ms=max(lv.max_ms for lv in levels),
+        late_frames=sum(lv.late_frames for lv in levels),
+        deadline_misses=sum(lv.deadline_misses for lv in levels),
+        dropped_frames=sum(lv.dropped_frames for lv in levels),
+        rejected_jobs=sum(lv.rejected_jobs for lv in levels),
+        mean_batch_frames=round(max(lv.mean_batch_frames for lv in levels), 2),
+        render_busy=max(lv.render_busy for lv in levels),
+        encode_ms_per_frame=round(sum(lv.encode_ms_per_frame * lv.channels for lv in levels) / sum(frames), 2),
+        cpu_cores=round(sum(lv.cpu_cores for lv in levels), 2),
+        load_1m=max(lv.load_1m for lv in levels),
+        workers=len(levels),
+        host_frame_gbps=round(sum(lv.host_frame_gbps for lv in levels), 3),
+        gpu_util_pct=gpu_util,
+    )
+
+
+async def gpu_utilisation(after_s: float) -> float | None:
+    """nvidia-smi's GPU utilisation, sampled through a level's measuring window (None without one)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    await asyncio.sleep(after_s)
+    samples = []
+    for _ in range(8):
+        process = await asyncio.create_subprocess_exec(
+            "nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        with contextlib.suppress(ValueError):
+            samples.append(float(out.split()[0]))
+        await asyncio.sleep(0.5)
+    return round(sum(samples) / len(samples), 1) if samples else None
+
+
+def row(level: Level) -> str:
+    verdict = "holds" if level.ok else "FAILS"
+    gpu = f"  gpu {level.gpu_util_pct:.0f}%" if level.gpu_util_pct is not None else ""
+    return (
+        f"{level.channels:3d} channels ({level.workers} proc): fps min {level.fps_min:5.2f}  p99 {level.p99_ms:5.1f} ms"
+        f"  max {level.max_ms:6.1f} ms  late {level.late_frames}  missed {level.deadline_misses}  "
+        f"dropped {level.dropped_frames}  batch {level.mean_batch_frames:4.1f}  busy {level.render_busy:.2f}  "
+        f"encode {level.encode_ms_per_frame:.1f} ms  cpu {level.cpu_cores:.2f}{gpu}  "
+        f"{level.host_frame_gbps:.2f} GB/s  load {level.load_1m:.1f}  {verdict}"
+    )
+
+
+async def start_gpu_service(device: str, folder: str) -> tuple[asyncio.subprocess.Process, str]:
+    socket = os.path.join(folder, "gpu.sock")
+    command = [sys.executable, "-m", "models.lipsync.server", "--socket", socket, "--device", device]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    if (await process.stdout.readline()).strip() != b"ready":
+        raise RuntimeError("the GPU service did not start")
+    return process, socket
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tts = await asyncio.to_thread(PiperTTS.load, None)
     speech = await presynthesise(tts)
-    bench = Bench(args, tts, speech)
-    bench.say(
-        f"channels at {FPS} fps (512x512 drawn avatar), {os.cpu_count()} cores, torch {torch.get_num_threads()} "
-        f"threads; a level holds with fps >= {MIN_FPS:g}, p99 <= {P99_LIMIT_MS:g} ms and no deadline misses"
+    search = Search(args)
+    shared = args.workers > 1 and (args.gpu_service or args.device.startswith("cuda"))
+    search.say(
+        f"channels at {FPS} fps (512x512 drawn avatar), {os.cpu_count()} cores, {args.workers} worker process(es), "
+        f"{'one GPU service' if shared else 'each drawing its own'} on {args.device}; a level holds with "
+        f"fps >= {MIN_FPS:g}, p99 <= {P99_LIMIT_MS:g} ms and no deadline misses"
     )
     results: dict[str, Any] = {}
     levels: dict[str, list[dict[str, Any]]] = {}
-    for mode in args.modes:
-        held, measured = await bench.search(mode)
-        results[MODES[mode][2]] = held
-        levels[mode] = [vars(level) for level in measured]
+    with tempfile.TemporaryDirectory(prefix="avatarcast-bench-") as folder:
+        gpu, socket = await start_gpu_service(args.device, folder) if shared else (None, None)
+        try:
+            for mode in args.modes:
+                if args.workers == 1:
+                    held, measured = await search.in_process(mode, tts)
+                elif mode == "talking_unbatched":
+                    continue  # batching off is a single-process comparison
+                else:
+                    held, measured = await search.in_workers(mode, socket)
+                results[MODES[mode][2]] = held
+                levels[mode] = [asdict(level) for level in measured]
+        finally:
+            if gpu is not None:
+                gpu.terminate()
+                await gpu.wait()
     return {
         **results,
+        "workers": args.workers,
+        "gpu_service": shared,
+        "device": args.device,
         "criteria": {"fps_min": MIN_FPS, "p99_ms_max": P99_LIMIT_MS, "deadline_misses": 0},
         "max_channels": args.max_channels,
         "seconds_per_level": args.seconds,
@@ -267,6 +224,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="processes the channels are spread over (media workers)")
+    ap.add_argument("--gpu-service", action="store_true", help="with --workers > 1: one process draws all frames")
     ap.add_argument("--max-channels", type=int, default=16)
     ap.add_argument("--start", type=int, default=2, help="the first level")
     ap.add_argument("--step", type=int, default=2, help="channels added per level until one fails")
@@ -285,7 +244,9 @@ def main() -> None:
         print(json.dumps(result))
         return
     for mode in args.modes:
-        print(f"{mode}: {result[MODES[mode][2]]} channels hold {FPS} fps")
+        key = MODES[mode][2]
+        if key in result:
+            print(f"{mode}: {result[key]} channels hold {FPS} fps")
 
 
 if __name__ == "__main__":

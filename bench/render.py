@@ -1,9 +1,13 @@
-"""Lip-sync rendering speed (frames/s at batch 1, 8, 32; drawn and photo avatars) and H.264 encode cost.
+"""Lip-sync rendering speed by batch (drawn and photo avatars), host copy bandwidth, H.264 encode cost.
 
-    python bench/render.py [--json] [--size 512] [--device auto|cpu|cuda] [--seconds 3]
+    python bench/render.py [--json] [--size 512] [--device auto|cpu|cuda] [--seconds 3] [--batches 1 8 32]
 
-The JSON's top-level fps_batch_* are the embedded default (the drawn avatar); "photo" holds the
-photo warp's numbers; encode_ms_per_frame is the channel encoder's x264 time per 512x512 frame.
+Frames are rendered as the studio renders them: the service's renderer draws a batch as I420
+straight into frames leased from a frame ring (page-locked on CUDA). fps_batch_<n> is frames per
+second at batch n; copy_gbps_batch_<n> is the device -> host copy of a batch of finished I420 frames
+into ring memory (on a CPU: a plain memory copy). The JSON's top-level fps_batch_* and
+copy_gbps_batch_* are the embedded default (the drawn avatar); "photo" holds the photo warp's
+numbers; encode_ms_per_frame is the channel encoder's x264 time per frame.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import numpy as np
 import torch
 
 from models.avatars import resolve_pack
+from models.lipsync.i420 import copy_to_host
 from models.lipsync.idle import IdleMotion
 from models.lipsync.params import MOUTH
 from models.lipsync.service import LipSyncService
+from models.protocols import PreparedFace
 from stream.clock import VideoFormat
 from stream.encoder import ChannelEncoder
 
-BATCHES = (1, 8, 32)
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def talking_params(n: int, seed: int = 0) -> np.ndarray:
@@ -37,14 +43,37 @@ def talking_params(n: int, seed: int = 0) -> np.ndarray:
     return params
 
 
-def frames_per_second(service: LipSyncService, face, batch: int, seconds: float) -> float:  # type: ignore[no-untyped-def]
+def frames_per_second(service: LipSyncService, face: PreparedFace, batch: int, seconds: float) -> float:
+    """The renderer's own batched call, into leased ring frames, as the batcher makes it."""
     params = talking_params(batch)
-    service.render_now([face] * batch, params)  # warm-up
+    ring = service.frame_ring(face, batch)
+    renderer = service.renderer(face.kind)
+
+    def once() -> None:
+        frames = ring.lease(batch)
+        assert frames is not None
+        renderer.render_i420([face] * batch, params, frames)
+
+    once()  # warm-up
     done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        service.render_now([face] * batch, params)
+    while time.perf_counter() - t0 < seconds or not done:
+        once()
         done += batch
     return done / (time.perf_counter() - t0)
+
+
+def copy_gbps(service: LipSyncService, face: PreparedFace, batch: int, seconds: float) -> float:
+    """A batch of finished I420 frames on the device -> ring frames on the host (one sync per batch)."""
+    ring = service.frame_ring(face, batch)
+    frames = ring.lease(batch)
+    assert frames is not None
+    source = torch.randint(0, 255, (batch, *ring.frame_shape), dtype=torch.uint8, device=service.device)
+    copy_to_host(source, frames)
+    copies, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 4 or not copies:
+        copy_to_host(source, frames)
+        copies += 1
+    return copies * batch * ring.slot_bytes / (time.perf_counter() - t0) / 1e9
 
 
 def encode_ms(frames: np.ndarray, fmt: VideoFormat) -> float:
@@ -73,29 +102,38 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     args = ap.parse_args()
     service = LipSyncService(args.device)
     size = (args.size, args.size)
-    results: dict = {"device": str(service.device), "size": list(size), "threads": torch.get_num_threads()}
+    results: dict = {
+        "device": str(service.device), "size": list(size), "threads": torch.get_num_threads(), "batches": args.batches,
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         faces = {
-            "sprite": service.prepare(resolve_pack("builtin:nova"), size),
-            "photo": service.prepare(photo_pack(Path(tmp)), size),
+            "sprite": service.prepare_blocking(resolve_pack("builtin:nova"), size),
+            "photo": service.prepare_blocking(photo_pack(Path(tmp)), size),
         }
         for kind, face in faces.items():
-            results[kind] = {
-                f"fps_batch_{b}": round(frames_per_second(service, face, b, args.seconds), 1) for b in BATCHES
-            }
+            results[kind] = {}
+            for b in args.batches:
+                results[kind][f"fps_batch_{b}"] = round(frames_per_second(service, face, b, args.seconds), 1)
+                results[kind][f"copy_gbps_batch_{b}"] = round(copy_gbps(service, face, b, args.seconds), 2)
+                if not args.json:
+                    print(f"  {kind:6s} batch {b:4d}: {results[kind][f'fps_batch_{b}']:8.1f} frames/s", flush=True)
         frames = service.render_now([faces["sprite"]] * 100, talking_params(100))
     results.update(results["sprite"])
     results["encode_ms_per_frame"] = round(encode_ms(frames, VideoFormat(*size, 25)), 2)
     if args.json:
         print(json.dumps(results))
         return
-    print(f"lip-sync rendering on {results['device']} ({results['threads']} threads), {args.size}x{args.size}:")
+    print(
+        f"lip-sync rendering on {results['device']} ({results['threads']} threads), {args.size}x{args.size}, as I420:"
+    )
     for kind in ("sprite", "photo"):
-        row = "  ".join(f"batch {b}: {results[kind][f'fps_batch_{b}']:7.1f} fps" for b in BATCHES)
-        print(f"  {kind:6s}  {row}")
+        for b in args.batches:
+            fps, gbps = results[kind][f"fps_batch_{b}"], results[kind][f"copy_gbps_batch_{b}"]
+            print(f"  {kind:6s} batch {b:4d}: {fps:8.1f} frames/s   host copy {gbps:6.2f} GB/s")
     print(f"H.264 encode (one per channel, shared by every viewer): {results['encode_ms_per_frame']} ms/frame")
 
 

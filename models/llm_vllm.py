@@ -31,7 +31,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -81,12 +81,21 @@ class VLLMEngine:
         max_model_len: int = 2048,
         kv_cache_gib: float = 2,
         max_num_seqs: int = 16,
+        quantization: str | None = None,
+        gpu_memory_utilization: float = 0.5,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        device_env: dict[str, str] | None = None,
     ) -> VLLMEngine:
         """Load `model_dir` (a Hugging Face safetensors folder with a chat template): ~18 s on CPU.
 
         The load runs in a thread so the event loop (channels already on air) keeps running, with
-        a progress line every few seconds. VLLM_CPU_KVCACHE_SPACE, when set, overrides
-        `kv_cache_gib` (vLLM's legacy setting wins). Raises LLMError(recoverable=False).
+        a progress line every few seconds. On a CPU the KV cache is `kv_cache_gib` (VLLM_CPU_KVCACHE_SPACE,
+        when set, overrides it: vLLM's legacy setting wins); on a GPU `gpu_memory_utilization` is the share
+        of the card vLLM takes for weights and KV cache. `quantization` (awq, gptq, fp8) must match the
+        checkpoint (fp8 also quantises a plain one on load). `device_env` (LLMConfig.device_env(): e.g.
+        CUDA_VISIBLE_DEVICES) is set while the engine's processes start, which inherit it: so the engine
+        lands on the configured GPU(s) while this process keeps its own view. Raises LLMError(recoverable=False).
         """
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
@@ -95,28 +104,43 @@ class VLLMEngine:
                 "`avatarcast setup` (or `make demo`)",
                 recoverable=False,
             )
+        cpu = current_platform.is_cpu()
         args = AsyncEngineArgs(
             model=str(model_dir),
             dtype=dtype,
             max_model_len=max_model_len,
-            kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+            # on a GPU, gpu_memory_utilization sizes the cache (an explicit byte count would override it)
+            kv_cache_memory_bytes=int(kv_cache_gib * 2**30) if cpu else None,
+            gpu_memory_utilization=gpu_memory_utilization,
+            quantization=quantization,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
             max_num_seqs=max_num_seqs,
             scheduling_policy="priority",
             enforce_eager=True,  # torch.compile on CPU adds minutes to the start for little gain
-            block_size=CPU_BLOCK_SIZE if current_platform.is_cpu() else None,
-            distributed_executor_backend="uni",  # one device: the worker in the engine process, one hop less a token
+            block_size=CPU_BLOCK_SIZE if cpu else None,
+            # one device: the worker in the engine process, one hop less a token; several: vLLM's processes
+            distributed_executor_backend="uni" if tensor_parallel_size == 1 else "mp",
         )
         log.info(
             "vLLM: loading %s (%s, max_model_len %d, %s GiB KV cache) …", model_dir, dtype, max_model_len, kv_cache_gib
         )
         started = time.monotonic()
-        loading = asyncio.ensure_future(asyncio.to_thread(AsyncLLM.from_engine_args, args))
-        while not (await asyncio.wait({loading}, timeout=PROGRESS_EVERY_S))[0]:
-            log.info("vLLM: still loading %s (%.0f s)", model_dir.name, time.monotonic() - started)
+        saved = {k: os.environ.get(k) for k in device_env or {}}
+        os.environ.update(device_env or {})
         try:
+            loading = asyncio.ensure_future(asyncio.to_thread(AsyncLLM.from_engine_args, args))
+            while not (await asyncio.wait({loading}, timeout=PROGRESS_EVERY_S))[0]:
+                log.info("vLLM: still loading %s (%.0f s)", model_dir.name, time.monotonic() - started)
             engine = loading.result()
         except Exception as exc:
             raise LLMError(f"vLLM could not start {model_dir}: {exc}", recoverable=False) from exc
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         llm = cls(engine, model_dir)
         if not llm._tokenizer.chat_template:
             await llm.aclose()
@@ -150,6 +174,7 @@ class VLLMEngine:
                 top_p=params.top_p,
                 stop=list(params.stop),
                 output_kind=RequestOutputKind.DELTA,
+                structured_outputs=structured_outputs(params),
             )
         except Exception as exc:  # a bad message list or parameter: this request only
             raise LLMError(f"request {request_id} refused: {exc}") from exc
@@ -199,6 +224,15 @@ class VLLMEngine:
             engine.output_handler.cancel()
         await asyncio.to_thread(engine.shutdown, SHUTDOWN_GRACE_S)
         log.info("vLLM: %s shut down", self.model_dir.name)
+
+
+def structured_outputs(params: GenerationParams) -> StructuredOutputsParams | None:
+    """vLLM's constraint for `params.choice` / `params.json_schema` (None: free text)."""
+    if params.choice is not None:
+        return StructuredOutputsParams(choice=list(params.choice))
+    if params.json_schema is not None:
+        return StructuredOutputsParams(json=dict(params.json_schema))
+    return None
 
 
 # ---------------------------------------------------------------------- the embedded default

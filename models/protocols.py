@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,10 +56,24 @@ class LLMError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
+    """How one reply is sampled. `choice` and `json_schema` constrain it (vLLM's structured outputs):
+    a small model asked "which of these lines answers it?" can then only name a line, never ramble.
+    At most one of the two may be set."""
+
     max_tokens: int = 96
     temperature: float = 0.3
     top_p: float = 0.9
     stop: tuple[str, ...] = ()
+    choice: tuple[str, ...] | None = None
+    """The reply is exactly one of these strings."""
+    json_schema: Mapping[str, Any] | None = None
+    """The reply is one JSON document valid under this JSON schema."""
+
+    def __post_init__(self) -> None:
+        if self.choice is not None and self.json_schema is not None:
+            raise ValueError("GenerationParams: set choice or json_schema, not both")
+        if self.choice is not None and not self.choice:
+            raise ValueError("GenerationParams: choice needs at least one option")
 
 
 class LLM(Protocol):

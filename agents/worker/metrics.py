@@ -104,7 +104,8 @@ class StudioCollector:
                 c = CounterMetricFamily(f"{PREFIX}_{service}_{key}", f"{service} jobs: {key.replace('_', ' ')}",
                                         labels=["channel"])  # fmt: skip
                 for ch, ks in m["keys"].items():
-                    c.add_metric([ch], ks[key])
+                    if ch in self.studio.channels:  # a shared GPU service also counts other workers' channels
+                        c.add_metric([ch], ks[key])
                 yield c
         rtf = GaugeMetricFamily(f"{PREFIX}_tts_real_time_factor", "Synthesis s per s of speech", labels=["channel"])
         for ch, stats in tts["speech"].items():
