@@ -310,6 +310,13 @@ def test_preflight_prints_what_does_not_work(tmp_path, capsys: pytest.CaptureFix
     assert main(["preflight", "-c", str(config)]) == 0
     out = capsys.readouterr().out
     assert "ok    channel pre" in out and "FAIL" not in out
+    assert "where: lip-sync: drawn by the studio's process, on cpu" in out and "ok    devices" in out
+    gpu = {**base, "server": {**base["server"], "workers": 2}, "lipsync": {"device": "cuda:1"}}
+    config.write_text(yaml.safe_dump({**gpu, "channels": [channel]}))
+    assert main(["preflight", "-c", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "where: lip-sync: drawn by one GPU service process for every worker, on cuda:1" in out
+    assert "FAIL  devices: lipsync.device: cuda:1 asked for, 0 GPU(s) seen" in out
     broken = {**channel, "outputs": {"rtmp": [{"url": f"rtmp://127.0.0.1:{closed}/live"}]}}
     config.write_text(yaml.safe_dump({**base, "channels": [broken]}))
     assert main(["preflight", "-c", str(config)]) == 1

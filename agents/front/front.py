@@ -23,6 +23,7 @@ from agents.chat.router import ChatRouter
 from agents.config import ChannelConfig, LLMConfig, StudioConfig
 from agents.front.links import LocalWorker, WorkerGone, WorkerLink
 from agents.front.obs_setup import channel_sources, obs_link
+from agents.front.placement import describe, shared_renderer, worker_count
 from agents.front.services import ServiceProcess
 from agents.worker.admission import AdmissionRefused
 from agents.worker.studio import Studio, StudioError
@@ -31,32 +32,6 @@ from stream.obs import ObsLink
 from stream.webrtc import restrict_host_candidates
 
 log = logging.getLogger(__name__)
-
-CORES_PER_WORKER = 2
-"""`workers: auto` gives a worker per this many cores: an event loop and its channels' encoders keep
-about that busy (measured: notes/gpu-h200.md, x264 at 2-3 ms a frame, ~12 talking channels each)."""
-
-
-def worker_count(setting: int | str, cores: int | None = None) -> int:
-    """`server.workers` -> how many media workers: a number, or auto (1 below 4 cores, else one per
-    CORES_PER_WORKER cores)."""
-    if setting != "auto":
-        return int(setting)
-    cores = cores or len(os.sched_getaffinity(0))
-    return 1 if cores < 4 else cores // CORES_PER_WORKER
-
-
-def shared_renderer(cfg: StudioConfig) -> bool:
-    """Whether one GPU service renders for every worker (lipsync.process; auto: on a GPU)."""
-    if cfg.lipsync.process != "auto":
-        return cfg.lipsync.process == "shared"
-    if cfg.lipsync.device.startswith("cuda"):
-        return True
-    if cfg.lipsync.device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
 
 
 def free_port() -> int:
@@ -98,6 +73,9 @@ class Front:
     # ------------------------------------------------------------------ start and stop
     async def start(self) -> None:
         """Start the workers and put every configured channel on air (those that fit)."""
+        _, problems = describe(self.cfg)
+        if problems:
+            raise StudioError("the studio cannot be placed:\n" + "\n".join(f"  {p}" for p in problems))
         restrict_host_candidates(self.cfg.server.host_candidates())
         count = worker_count(self.cfg.server.workers)
         if count == 1:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agents.config import StudioConfig
+from agents.front.placement import describe
 from agents.worker.studio import Studio, load_llm
 
 CONNECT_TIMEOUT_S = 3.0
@@ -68,7 +69,18 @@ async def preflight(cfg: StudioConfig, say: Callable[[str], None]) -> list[Check
         return port_problem(cfg.server.host, cfg.server.port)
 
     say("avatarcast preflight")
+    lines, problems = describe(cfg)
+    for line in lines:
+        say(f"  where: {line}")
+
+    async def devices() -> str:
+        return "; ".join(problems)
+
+    await check("devices", devices)
     await check(f"port {cfg.server.port}", port)
+    if problems:  # nothing can load on a device that is not there
+        say(f"{sum(c.ok for c in checks)} of {len(checks)} checks passed; fix the FAIL lines")
+        return checks
     studio = Studio(cfg)
     try:
         studio.admission.lag.start()
