@@ -6,6 +6,7 @@
   avatarcast preflight -c CONFIG            check models, capacity and outputs before going live
   avatarcast render -c CONFIG --say TEXT -o clip.mp4 [--avatar PACK_DIR] [--channel NAME]
   avatarcast avatar prepare PHOTO -o DIR    make a photo avatar pack from your own photo
+  avatarcast avatar prepare CLIP.mp4 -o DIR a video avatar pack from a few seconds of the person
 
 User mistakes (a bad config, a photo without a face, a busy port) end with one clear message
 and exit code 2, never a traceback.
@@ -195,12 +196,24 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- avatar prepare
-def cmd_avatar_prepare(args: argparse.Namespace) -> None:
-    from models.faces import prepare_photo_pack
+CLIP_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+"""A source with one of these suffixes is a clip: it becomes a video pack (neural lip-sync)."""
 
+
+def cmd_avatar_prepare(args: argparse.Namespace) -> None:
     size = (args.size, args.size)
     t0 = time.monotonic()
-    pack = prepare_photo_pack(Path(args.photo), Path(args.output), size=size, crop_scale=args.crop_scale, progress=_say)
+    source = Path(args.photo)
+    if source.suffix.lower() in CLIP_SUFFIXES:
+        from models.faces.video_prepare import prepare_video_pack
+
+        pack = prepare_video_pack(source, Path(args.output), size=size, crop_scale=args.crop_scale, progress=_say)
+        _say(f"video avatar pack ({pack.frame_count} frames, {pack.duration:.1f} s looped) written to {pack.path}")
+        _say("it needs neural lip-sync: lipsync.model: wav2lip (or wav2lip256) and lipsync.checkpoint: PATH")
+    else:
+        from models.faces import prepare_photo_pack
+
+        pack = prepare_photo_pack(source, Path(args.output), size=size, crop_scale=args.crop_scale, progress=_say)
     _say(f"avatar pack written to {pack.path} in {time.monotonic() - t0:.1f} s")
     _say(f"use it with:  avatar: {{pack: {pack.path}}}   or   avatarcast render --avatar {pack.path} ...")
 
@@ -235,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
 
     avatar = sub.add_parser("avatar", help="avatar packs").add_subparsers(dest="avatar_command", required=True)
-    prepare = avatar.add_parser("prepare", help="find the face in your photo and write an avatar pack")
-    prepare.add_argument("photo")
+    prepare = avatar.add_parser("prepare", help="find the face in your photo or clip and write an avatar pack")
+    prepare.add_argument("photo", help="a photo (photo pack), or a few seconds of video of the person (video pack)")
     prepare.add_argument("-o", "--output", required=True, help="the pack directory to write")
     prepare.add_argument("--size", type=int, default=512, help="frame size of the pack (square), default 512")
     prepare.add_argument("--crop-scale", type=float, default=3.0, help="crop side / face width, default 3.0")
@@ -257,10 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from agents.worker.studio import StudioError
     from models.faces import FaceModelsFetchError, FaceModelsMissing, PhotoError
+    from models.lipsync.wav2lip_checkpoint import CheckpointError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, PackError, PhotoError, FaceModelsMissing, FaceModelsFetchError, StudioError) as exc:
+    except (
+        UserError, ConfigError, PackError, PhotoError, FaceModelsMissing, FaceModelsFetchError, StudioError,
+        CheckpointError,
+    ) as exc:  # fmt: skip
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

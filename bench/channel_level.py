@@ -103,8 +103,8 @@ class Level:
         )
 
 
-def channel_config(name: str) -> ChannelConfig:
-    channel = {"name": name, "avatar": {"pack": "builtin:nova"}, "video": {"width": SIZE, "height": SIZE, "fps": FPS}}
+def channel_config(name: str, pack: str = "builtin:nova") -> ChannelConfig:
+    channel = {"name": name, "avatar": {"pack": pack}, "video": {"width": SIZE, "height": SIZE, "fps": FPS}}
     return parse_config({"llm": {"backend": "none"}, "channels": [channel]}, "bench").channels[0]
 
 
@@ -122,8 +122,11 @@ async def presynthesise(tts: PiperTTS) -> list[SpeechSegment]:
 class LevelRunner:
     """Channels on one lip-sync service, added and removed between measurements."""
 
-    def __init__(self, service: LipSync, tts: PiperTTS, speech: list[SpeechSegment], talking: bool) -> None:
+    def __init__(
+        self, service: LipSync, tts: PiperTTS, speech: list[SpeechSegment], talking: bool, pack: str = "builtin:nova"
+    ) -> None:
         self.service = service
+        self.pack = pack
         self.tts = tts
         self.speech = speech
         self.talking = talking
@@ -131,7 +134,8 @@ class LevelRunner:
 
     async def resize(self, n: int) -> None:
         while len(self.on_air) < n:
-            channel = Channel(channel_config(f"ch{len(self.on_air)}"), lipsync=self.service, tts=self.tts)
+            cfg = channel_config(f"ch{len(self.on_air)}", self.pack)
+            channel = Channel(cfg, lipsync=self.service, tts=self.tts)
             await channel.prepare()
             assert channel.program is not None
             sink = TimedSink(channel.encoder)
@@ -196,14 +200,17 @@ async def run_alone(args: argparse.Namespace) -> Level:
     """This process's level: its own service, or the GPU service's (as a media worker has it)."""
     from agents.worker.studio import local_lipsync
 
-    cfg = parse_config({"lipsync": {"device": args.device}, "llm": {"backend": "none"}, "channels": [{"name": "x"}]})
+    lipsync = {"device": args.device}
+    if args.lipsync:
+        lipsync |= {"model": args.lipsync, "checkpoint": args.checkpoint}
+    cfg = parse_config({"lipsync": lipsync, "llm": {"backend": "none"}, "channels": [{"name": "x"}]})
     service: LipSync = local_lipsync(cfg)
     if args.gpu_socket:
         from models.lipsync.remote import RemoteLipSync
 
         service = await RemoteLipSync.connect(args.gpu_socket, fallback=lambda: LipSyncService("cpu"))
     tts = await asyncio.to_thread(PiperTTS.load, None)
-    runner = LevelRunner(service, tts, await presynthesise(tts), args.talking)
+    runner = LevelRunner(service, tts, await presynthesise(tts), args.talking, args.pack)
     try:
         await runner.resize(args.channels)
         return await runner.measure(args.warmup, args.seconds)
@@ -218,6 +225,9 @@ def main() -> None:
     ap.add_argument("--talking", action="store_true")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gpu-socket", default=None)
+    ap.add_argument("--pack", default="builtin:nova", help="the channels' avatar pack")
+    ap.add_argument("--lipsync", default=None, help="a neural model (wav2lip, wav2lip256) for photo and video packs")
+    ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     args = ap.parse_args()

@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench.channel_level, run from anywhere
 from bench.channel_level import FPS, MIN_FPS, P99_LIMIT_MS, Level, LevelRunner, level_from, presynthesise  # noqa: E402
-from models.lipsync.service import LipSyncService  # noqa: E402
+from models.lipsync.service import LipSyncService, NeuralModel  # noqa: E402
 from models.tts_piper import PiperTTS  # noqa: E402
 from stream.clock import AUDIO_RATE  # noqa: E402
 
@@ -78,9 +78,10 @@ class Search:
 
     async def in_process(self, mode: str, tts: PiperTTS) -> tuple[int, list[Level]]:
         talking, batching, _ = MODES[mode]
-        runner = LevelRunner(
-            LipSyncService(self.args.device, batching=batching), tts, await presynthesise(tts), talking
-        )
+        args = self.args
+        neural = NeuralModel(args.lipsync, Path(args.checkpoint)) if args.lipsync else None
+        service = LipSyncService(args.device, batching=batching, neural=neural)
+        runner = LevelRunner(service, tts, await presynthesise(tts), talking, args.pack)
 
         async def measure(n: int) -> Level:
             await runner.resize(n)
@@ -108,6 +109,8 @@ class Search:
         command = [sys.executable, "-m", "bench.channel_level", "--channels", str(channels), "--device",
                    args.device, "--seconds", str(args.seconds), "--warmup", str(args.warmup)]  # fmt: skip
         command += ["--talking"] if talking else []
+        command += ["--pack", args.pack]
+        command += ["--lipsync", args.lipsync, "--checkpoint", args.checkpoint] if args.lipsync else []
         command += ["--gpu-socket", gpu_socket] if gpu_socket else []
         process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
         out, _ = await process.communicate()
@@ -184,7 +187,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     search = Search(args)
     shared = args.workers > 1 and (args.gpu_service or args.device.startswith("cuda"))
     search.say(
-        f"channels at {FPS} fps (512x512 drawn avatar), {os.cpu_count()} cores, {args.workers} worker process(es), "
+        f"channels at {FPS} fps (512x512, {args.pack}{' + ' + args.lipsync if args.lipsync else ''}), "
+        f"{os.cpu_count()} cores, {args.workers} worker process(es), "
         f"{'one GPU service' if shared else 'each drawing its own'} on {args.device}; a level holds with "
         f"fps >= {MIN_FPS:g}, p99 <= {P99_LIMIT_MS:g} ms and no deadline misses"
     )
@@ -209,6 +213,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **results,
         "workers": args.workers,
+        "pack": args.pack,
+        "lipsync": args.lipsync,
         "gpu_service": shared,
         "device": args.device,
         "criteria": {"fps_min": MIN_FPS, "p99_ms_max": P99_LIMIT_MS, "deadline_misses": 0},
@@ -234,7 +240,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     ap.add_argument("--torch-threads", type=int, default=None, help="renderer threads (default: half the cores)")
+    ap.add_argument("--pack", default="builtin:nova", help="the channels' avatar pack (a photo or video pack dir)")
+    ap.add_argument("--lipsync", choices=["wav2lip", "wav2lip256"], default=None, help="neural lip-sync for the pack")
+    ap.add_argument("--checkpoint", default=None, help="with --lipsync: the weights (random ones cost the same)")
     args = ap.parse_args()
+    if args.lipsync and not args.checkpoint:
+        ap.error("--lipsync needs --checkpoint (bench/render.py --lipsync measures the network without one)")
     threads = args.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2)
     torch.set_num_threads(threads)  # as serve sets them (agents/worker/studio.py)
     cv2.setNumThreads(threads)

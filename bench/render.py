@@ -1,6 +1,11 @@
 """Lip-sync rendering speed by batch (drawn and photo avatars), host copy bandwidth, H.264 encode cost.
 
     python bench/render.py [--json] [--size 512] [--device auto|cpu|cuda] [--seconds 3] [--batches 1 8 32]
+    python bench/render.py --lipsync wav2lip|wav2lip256 [--checkpoint PATH] [--batches 1 8 64 256] ...
+
+With --lipsync the neural network draws talking frames of a photo pack (every frame voiced, so every
+frame goes through the network); without a checkpoint it runs on random weights, which cost the
+same: the JSON then has the network's fps_batch_<n> and copy_gbps_batch_<n> at the top level.
 
 Frames are rendered as the studio renders them: the service's renderer draws a batch as I420
 straight into frames leased from a frame ring (page-locked on CUDA). fps_batch_<n> is frames per
@@ -48,11 +53,13 @@ def frames_per_second(service: LipSyncService, face: PreparedFace, batch: int, s
     params = talking_params(batch)
     ring = service.frame_ring(face, batch)
     renderer = service.renderer(face.kind)
+    calibration = getattr(renderer, "calibration", None)
+    extras = calibration(face, batch) if calibration is not None else {}  # an audio-driven face: voiced
 
     def once() -> None:
         frames = ring.lease(batch)
         assert frames is not None
-        renderer.render_i420([face] * batch, params, frames)
+        renderer.render_i420([face] * batch, params, frames, **extras)
 
     once()  # warm-up
     done, t0 = 0, time.perf_counter()
@@ -73,7 +80,7 @@ def copy_gbps(service: LipSyncService, face: PreparedFace, batch: int, seconds: 
     while time.perf_counter() - t0 < seconds / 4 or not copies:
         copy_to_host(source, frames)
         copies += 1
-    return copies * batch * ring.slot_bytes / (time.perf_counter() - t0) / 1e9
+    return copies * batch * ring.frame_bytes / (time.perf_counter() - t0) / 1e9
 
 
 def encode_ms(frames: np.ndarray, fmt: VideoFormat) -> float:
@@ -96,14 +103,50 @@ def photo_pack(tmp: Path) -> Path:
     return prepare_photo_pack(photo, tmp / "astronaut", progress=lambda _: None).path
 
 
+def random_checkpoint(arch: str, folder: Path) -> Path:
+    """Random weights in the upstream layout (the network costs the same whatever its weights)."""
+    from models.lipsync.wav2lip_checkpoint import ARCHITECTURES
+
+    path = folder / f"{arch}.pth"
+    state = ARCHITECTURES[arch]().state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return path
+
+
+def neural(args: argparse.Namespace) -> dict:
+    from models.lipsync.service import NeuralModel
+
+    results: dict = {"lipsync": args.lipsync, "size": [args.size, args.size], "batches": args.batches}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else random_checkpoint(args.lipsync, Path(tmp))
+        results["weights"] = "checkpoint" if args.checkpoint else "random"
+        service = LipSyncService(args.device, neural=NeuralModel(args.lipsync, checkpoint))
+        results["device"], results["threads"] = str(service.device), torch.get_num_threads()
+        face = service.prepare_blocking(photo_pack(Path(tmp)), (args.size, args.size))
+        for b in args.batches:
+            results[f"fps_batch_{b}"] = round(frames_per_second(service, face, b, args.seconds), 1)
+            results[f"copy_gbps_batch_{b}"] = round(copy_gbps(service, face, b, args.seconds), 2)
+            if not args.json:
+                print(f"  {args.lipsync} batch {b:4d}: {results[f'fps_batch_{b}']:8.1f} frames/s", flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    ap.add_argument("--batches", type=int, nargs="+", default=None)
+    ap.add_argument("--lipsync", choices=["wav2lip", "wav2lip256"], default=None, help="a neural network's speed")
+    ap.add_argument("--checkpoint", default=None, help="its weights (default: random ones, same cost)")
     args = ap.parse_args()
+    if args.lipsync is not None:
+        args.batches = args.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        results = neural(args)
+        print(json.dumps(results) if args.json else f"{args.lipsync} on {results['device']}: see above")
+        return
+    args.batches = args.batches or list(BATCHES)
     service = LipSyncService(args.device)
     size = (args.size, args.size)
     results: dict = {

@@ -2,6 +2,7 @@
 
   sprite  the project's own drawn character (SVG layers), models/assets/<name>/
   photo   a user's photo prepared by `avatarcast avatar prepare PHOTO -o DIR`
+  video   a short clip of the person, `avatarcast avatar prepare CLIP.mp4 -o DIR` (neural lip-sync)
 
 `builtin:<name>` names a pack shipped inside this package.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PACK_FORMAT = "avatarcast-pack"
-PACK_KINDS = ("sprite", "photo")
+PACK_KINDS = ("sprite", "photo", "video")
 
 
 class PackError(ValueError):

@@ -33,18 +33,32 @@ Memory = Literal["heap", "pinned", "shared"]
 
 
 class FrameRing:
-    """`slots` frames of `frame_shape` uint8 in one mapping; lease frames, they return by themselves."""
+    """`slots` frames of `frame_shape` uint8 in one mapping; lease frames, they return by themselves.
 
-    def __init__(self, frame_shape: tuple[int, ...], slots: int, *, memory: Memory = "heap", name: str = "") -> None:
-        if slots < 1 or any(d < 1 for d in frame_shape):
+    `extra_bytes`: room after each frame for what its renderer reads (an audio-driven model's audio
+    window for that frame), so that crosses to the GPU service in the same shared memory too.
+    """
+
+    def __init__(
+        self,
+        frame_shape: tuple[int, ...],
+        slots: int,
+        *,
+        memory: Memory = "heap",
+        name: str = "",
+        extra_bytes: int = 0,
+    ) -> None:
+        if slots < 1 or any(d < 1 for d in frame_shape) or extra_bytes < 0:
             raise ValueError(f"a ring needs slots >= 1 and a non-empty frame shape, got {slots} x {frame_shape}")
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.slots = slots
         self.memory = memory
         self.name = name
-        self.slot_bytes = int(np.prod(self.frame_shape))
+        self.frame_bytes = int(np.prod(self.frame_shape))
+        self.extra_bytes = extra_bytes
+        self.slot_bytes = self.frame_bytes + extra_bytes
         self.nbytes = self.slot_bytes * slots
-        self._slot_type = ctypes.c_uint8 * self.slot_bytes
+        self._slot_type = ctypes.c_uint8 * self.frame_bytes
         self.fd: int | None = None
         if memory == "shared":
             self.fd = os.memfd_create(f"avatarcast-{name or 'frames'}", os.MFD_CLOEXEC)
@@ -88,6 +102,10 @@ class FrameRing:
         """Slot `slot` as an array, for the process that fills it (no lease: its owner leased it)."""
         return self._frame(slot, lease=False)
 
+    def extra(self, frame: np.ndarray) -> np.ndarray:
+        """The extra bytes after a leased frame (uint8 (extra_bytes,)), valid while the frame is held."""
+        return _extra_view(self._map, self.slot_of(frame), self.slot_bytes, self.frame_bytes, self.extra_bytes)
+
     def _frame(self, slot: int, *, lease: bool = True) -> np.ndarray:
         buffer = self._slot_type.from_buffer(self._map, slot * self.slot_bytes)
         if lease:
@@ -113,12 +131,16 @@ class FrameRing:
 class MappedRing:
     """Another process's ring, mapped from its memfd: the renderer's side of a shared ring."""
 
-    def __init__(self, fd: int, frame_shape: tuple[int, ...], slots: int, *, pin_memory: bool = False) -> None:
+    def __init__(
+        self, fd: int, frame_shape: tuple[int, ...], slots: int, *, extra_bytes: int = 0, pin_memory: bool = False
+    ) -> None:
         self.frame_shape = tuple(int(d) for d in frame_shape)
         self.slots = slots
-        self.slot_bytes = int(np.prod(self.frame_shape))
+        self.frame_bytes = int(np.prod(self.frame_shape))
+        self.extra_bytes = extra_bytes
+        self.slot_bytes = self.frame_bytes + extra_bytes
         self.nbytes = self.slot_bytes * slots
-        self._slot_type = ctypes.c_uint8 * self.slot_bytes
+        self._slot_type = ctypes.c_uint8 * self.frame_bytes
         if os.fstat(fd).st_size < self.nbytes:
             raise ValueError(f"the shared ring holds {os.fstat(fd).st_size} bytes, not {self.nbytes}")
         self._map = mmap.mmap(fd, self.nbytes)
@@ -132,12 +154,24 @@ class MappedRing:
         buffer = self._slot_type.from_buffer(self._map, slot * self.slot_bytes)
         return np.frombuffer(buffer, np.uint8).reshape(self.frame_shape)
 
+    def extra(self, slot: int) -> np.ndarray:
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} is outside the ring (0..{self.slots - 1})")
+        return _extra_view(self._map, slot, self.slot_bytes, self.frame_bytes, self.extra_bytes)
+
     def close(self) -> None:
         if self.pinned:
             unpin(self.address)
             self.pinned = False
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def _extra_view(mapping: mmap.mmap, slot: int, slot_bytes: int, frame_bytes: int, extra_bytes: int) -> np.ndarray:
+    if not extra_bytes:
+        raise ValueError("this ring has no extra bytes per frame")
+    buffer = (ctypes.c_uint8 * extra_bytes).from_buffer(mapping, slot * slot_bytes + frame_bytes)
+    return np.frombuffer(buffer, np.uint8)
 
 
 def pin(address: int, nbytes: int) -> bool:

@@ -171,10 +171,14 @@ class LipSync(Protocol):
         deadline: float | None = None,
         key: str = "",
         expires: float | None = None,
+        frames: np.ndarray | None = None,
+        audio: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Draw `face` posed by params[i] (float32 (n, N_PARAMS)) into into[i] (I420 frames leased from
         `frame_ring`). `deadline`: the monotonic time the first frame goes on air; `key`: the channel;
-        `expires`: when the last one does. Raises models.batcher.Overloaded (queue full; Expired: too
+        `expires`: when the last one does. An audio-driven face (`audio_window` > 0) also takes each
+        frame's timeline number and its int16 16 kHz audio window, which lies in the frame's ring slot.
+        Raises models.batcher.Overloaded (queue full; Expired: too
         late) and whatever the renderer raised."""
         ...
 

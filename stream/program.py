@@ -147,6 +147,16 @@ class Program:
         """The clock time at which video frame `frame` goes on air (see clock_time)."""
         return self.clock_time(self.fmt.frame_start(frame) / AUDIO_RATE)
 
+    def audio_between(self, start: int, end: int) -> np.ndarray:
+        """int16 audio of timeline samples start..end-1 as it stands queued now (silence where nothing is,
+        and before the timeline's start): what an audio-driven renderer hears around a frame."""
+        out = np.zeros(max(0, end - start), np.int16)
+        for slot in self._slots:
+            lo, hi = max(start, slot.start), min(end, slot.end)
+            if lo < hi:
+                out[lo - start : hi - start] = slot.segment.pcm[lo - slot.start : hi - slot.start]
+        return out
+
     def add_listener(self, listener: Callable[[ProgramEvent], None]) -> None:
         self._listeners.append(listener)
 

@@ -86,6 +86,15 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
                 }
             )
         )
+    lipsync = cfg.lipsync
+    if lipsync.checkpoint is not None:
+        checkpoint = absolute(lipsync.checkpoint)
+        if not Path(checkpoint).is_file():
+            problems.append(
+                f"  lipsync.checkpoint: {lipsync.checkpoint!r} — no such file; fix: the path of the {lipsync.model} "
+                "weights (README: neural lip-sync says where to get them)"
+            )
+        lipsync = lipsync.model_copy(update={"checkpoint": checkpoint})
     problems += _unrevealed(cfg.llm.api_key, "llm.api_key")
     problems += _unrevealed(cfg.obs.password if cfg.obs else None, "obs.password")
     problems += _unrevealed(cfg.server.admin_token, "server.admin_token")
@@ -93,7 +102,7 @@ def _resolve_paths(cfg: StudioConfig, base: Path) -> StudioConfig:
         problems += _unrevealed(ice.credential, f"server.ice_servers[{i}].credential")
     if problems:
         raise ConfigError("\n".join(problems))
-    return cfg.model_copy(update={"channels": channels})
+    return cfg.model_copy(update={"channels": channels, "lipsync": lipsync})
 
 
 def parse_config(data: object, source: str = "config", base: Path | None = None) -> StudioConfig:

@@ -245,10 +245,21 @@ class LipSyncConfig(_Model):
     and torch elsewhere (one batched tensor call for every channel's frames, the GPU kernel)."""
     cpu_threads: int | None = Field(None, ge=1, le=256)
     """Threads the CPU renderer uses; none: half the cores (the rest encode, listen and speak)."""
+    model: Literal["none", "wav2lip", "wav2lip256"] = "none"
+    """Neural lip-sync for photo and video packs (drawn packs keep their own): wav2lip (96x96 faces) or
+    wav2lip256 (LiveTalking's 256x256 variant), from `checkpoint`; none: photos are warped."""
+    checkpoint: str | None = None
+    """The model's weights: wav2lip.pth / wav2lip_gan.pth (or the 256 variant's file); never downloaded."""
     process: Literal["auto", "shared", "worker"] = "auto"
     """Where frames are drawn when there are several workers. shared: one GPU service process draws
     every worker's channels in the same batches (the GPU's batching across the whole box); worker:
     each worker draws its own (CPU boxes: rendering grows with the cores); auto: shared on a GPU."""
+
+    @model_validator(mode="after")
+    def _model_needs_weights(self) -> LipSyncConfig:
+        if self.model != "none" and not self.checkpoint:
+            raise ValueError(f"model {self.model} needs its weights; fix: checkpoint: PATH of {self.model}.pth")
+        return self
 
     @model_validator(mode="after")
     def _opencv_is_a_cpu_kernel(self) -> LipSyncConfig:

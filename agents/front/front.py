@@ -34,6 +34,20 @@ from stream.webrtc import restrict_host_candidates
 log = logging.getLogger(__name__)
 
 
+def checkpoint_problems(cfg: StudioConfig) -> list[str]:
+    """The neural lip-sync checkpoint, loaded once on the CPU before any process starts: a wrong file is
+    a config error at start, with what is missing and which architecture it looks like."""
+    if cfg.lipsync.model == "none" or not cfg.lipsync.checkpoint:
+        return []
+    from models.lipsync.wav2lip_checkpoint import CheckpointError, load_wav2lip
+
+    try:
+        load_wav2lip(cfg.lipsync.checkpoint, cfg.lipsync.model, "cpu")  # type: ignore[arg-type]
+    except CheckpointError as exc:
+        return [f"lipsync.checkpoint: {exc}"]
+    return []
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -74,6 +88,7 @@ class Front:
     async def start(self) -> None:
         """Start the workers and put every configured channel on air (those that fit)."""
         _, problems = describe(self.cfg)
+        problems += await asyncio.to_thread(checkpoint_problems, self.cfg)
         if problems:
             raise StudioError("the studio cannot be placed:\n" + "\n".join(f"  {p}" for p in problems))
         restrict_host_candidates(self.cfg.server.host_candidates())

@@ -148,6 +148,8 @@ def gpu_service(cfg: StudioConfig, socket: str) -> ServiceProcess:
         sys.executable, "-m", "models.lipsync.server", "--socket", socket, "--device", cfg.lipsync.device,
         "--max-batch", str(cfg.lipsync.max_batch), "--kernel", cfg.lipsync.kernel,
     ]  # fmt: skip
+    if cfg.lipsync.model != "none" and cfg.lipsync.checkpoint:
+        command += ["--model", cfg.lipsync.model, "--checkpoint", cfg.lipsync.checkpoint]
     service = ServiceProcess("GPU service", command, _prints_ready)
     return service
 

@@ -27,7 +27,7 @@ from agents.chat.desks import ChannelDesks
 from agents.config import ChannelConfig, LLMConfig, StudioConfig, VoiceConfig
 from agents.worker.admission import Admission, Demand
 from agents.worker.channel import Channel
-from models.lipsync.service import LipSyncService
+from models.lipsync.service import LipSyncService, NeuralModel
 from models.protocols import ASR, LLM, LipSync
 from models.tts_service import TTSService, Voice
 from stream.clock import Clock
@@ -67,8 +67,11 @@ async def load_llm(cfg: LLMConfig) -> LLM | None:
 
 
 def local_lipsync(cfg: StudioConfig) -> LipSyncService:
-    """Lip-sync rendered in this process, on the configured device."""
-    service = LipSyncService(cfg.lipsync.device, max_batch=cfg.lipsync.max_batch, sprite_kernel=cfg.lipsync.kernel)
+    """Lip-sync rendered in this process, on the configured device (a wrong checkpoint fails here:
+    models.lipsync.wav2lip_checkpoint.CheckpointError, a ValueError saying what the file is)."""
+    ls = cfg.lipsync
+    neural = NeuralModel(ls.model, Path(ls.checkpoint)) if ls.model != "none" and ls.checkpoint else None
+    service = LipSyncService(ls.device, max_batch=ls.max_batch, sprite_kernel=ls.kernel, neural=neural)
     if service.device.type == "cpu":  # torch's and OpenCV's defaults take every core: fights encoders
         threads = cfg.lipsync.cpu_threads or max(1, len(os.sched_getaffinity(0)) // 2)
         torch.set_num_threads(threads)

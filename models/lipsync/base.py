@@ -25,9 +25,19 @@ class FaceRenderer(Protocol):
         """Load the pack at `pack_dir` for frames of `size`; raises models.avatars.PackError."""
         ...
 
-    def render_i420(self, faces: Sequence[PreparedFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+    def render_i420(
+        self,
+        faces: Sequence[PreparedFace],
+        params: np.ndarray,
+        into: Sequence[np.ndarray],
+        *,
+        frames: np.ndarray | None = None,
+        audio: Sequence[np.ndarray] | None = None,
+    ) -> None:
         """faces[i] posed by params[i] (float32 (B, N_PARAMS), see params.py) -> into[i], uint8 I420
         (height * 3 // 2, width). All faces share one size and were prepared by this renderer.
+        Audio-driven renderers also take each frame's timeline number and its int16 16 kHz audio
+        window (models/lipsync/mel.py FRAME_WINDOW); the others ignore them.
         Blocking: call it from an executor thread, never from the event loop."""
         ...
 

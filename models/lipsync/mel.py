@@ -162,3 +162,22 @@ def resample_to_16k(pcm_int16_48k: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected int16 PCM, got {pcm.dtype}")
     audio = pcm.astype(np.float32) / 32768.0
     return resample_poly(audio, 1, PROJECT_RATE // SAMPLE_RATE).astype(np.float32)
+
+
+FRAME_PAD = N_FFT // 2
+"""Samples (16 kHz) a frame's window reaches before its first and after its last STFT centre."""
+FRAME_WINDOW = (WINDOW_STEPS - 1) * HOP + 2 * FRAME_PAD + HOP
+"""16 kHz samples one video frame's audio takes: its 16 steps (0.2 s from the frame's own time) and the
+STFT's reach either side (4,000 samples)."""
+
+
+def frame_mel_windows(audio16k: torch.Tensor) -> torch.Tensor:
+    """(B, FRAME_WINDOW) float audio, each starting FRAME_PAD samples before its frame's time ->
+    (B, 1, 80, 16): for each frame, the same 16 mel steps a whole-clip spectrogram has at that time
+    (the steps whose centres lie at the frame's time + 0, 12.5, ... 187.5 ms), one batched call for
+    frames of any channels."""
+    if audio16k.dim() != 2 or audio16k.shape[1] != FRAME_WINDOW:
+        raise ValueError(f"expected (B, {FRAME_WINDOW}) audio windows, got {tuple(audio16k.shape)}")
+    first = FRAME_PAD // HOP  # the step centred on the frame's own time
+    mel = mel_spectrogram(audio16k)[:, :, first : first + WINDOW_STEPS]
+    return mel[:, None]

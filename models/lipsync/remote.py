@@ -54,6 +54,7 @@ class RemoteFace:
     pack: Path
     background: tuple[int, int, int] | None
     cost: float
+    audio_window: int = 0
     face_id: int = 0
     epoch: int = 0
     local: Any = None  # the same face prepared on this CPU, once the fallback needs it
@@ -188,13 +189,15 @@ class RemoteLipSync:
         face.mouth_box = tuple(reply["mouth_box"])  # type: ignore[assignment]
         face.still = cv2.cvtColor(still, cv2.COLOR_YUV2RGB_I420)
         face.cost, face.face_id, face.epoch = float(reply["cost"]), int(reply["face"]), self._epoch
+        face.audio_window = int(reply.get("audio_window", 0))
 
     async def frame_cost(self, face: RemoteFace) -> float:
         return face.cost
 
     def frame_ring(self, face: RemoteFace, slots: int, name: str = "") -> FrameRing:
         width, height = face.size
-        ring = FrameRing((i420_rows(height), width), slots, memory="shared", name=name)
+        extra = 2 * face.audio_window  # an audio-driven face's int16 window per frame, read by the service
+        ring = FrameRing((i420_rows(height), width), slots, memory="shared", name=name, extra_bytes=extra)
         self._rings.append(_Ring(ring, next(self._ring_ids)))
         return ring
 
@@ -213,7 +216,7 @@ class RemoteLipSync:
             assert entry.ring.fd is not None
             header = msgspec.msgpack.encode(
                 {"client": self._client, "ring": entry.ring_id, "shape": list(entry.ring.frame_shape),
-                 "slots": entry.ring.slots}
+                 "slots": entry.ring.slots, "extra": entry.ring.extra_bytes}
             )  # fmt: skip
             answer = await asyncio.to_thread(_send_ring, fds_path(self.path), header, entry.ring.fd)
             if answer != b"ok":
@@ -229,25 +232,29 @@ class RemoteLipSync:
         deadline: float | None = None,
         key: str = "",
         expires: float | None = None,
+        frames: np.ndarray | None = None,
+        audio: Sequence[np.ndarray] | None = None,
     ) -> None:
+        """The audio windows already lie in the frames' ring slots: only the frame numbers travel."""
+        timing = {"deadline": deadline, "key": key, "expires": expires}
         if self.serves(face):
             try:
-                await self._render_remote(face, params, into, deadline, key, expires)
+                await self._render_remote(face, params, into, frames, **timing)
                 return
             except ServiceGone:
                 pass
-        await self._render_here(face, params, into, deadline=deadline, key=key, expires=expires)
+        await self._render_here(face, params, into, frames=frames, audio=audio, **timing)
 
     async def _render_remote(
-        self, face: RemoteFace, params: np.ndarray, into: Sequence[np.ndarray], deadline: Any, key: str, expires: Any
+        self, face: RemoteFace, params: np.ndarray, into: Sequence[np.ndarray], frames: Any, **timing: Any
     ) -> None:
         entry = self._ring_of(into[0])
         await self._register(entry)
         message = {
             "op": "render", "id": next(self._ids), "face": face.face_id,
             "params": np.ascontiguousarray(params, np.float32).tobytes(), "ring": entry.ring_id,
-            "slots": [entry.ring.slot_of(frame) for frame in into], "deadline": deadline, "expires": expires,
-            "key": key,
+            "slots": [entry.ring.slot_of(frame) for frame in into], **timing,
+            "frames": None if frames is None else [int(n) for n in frames],
         }  # fmt: skip
         reply = await self._call(message, keep=list(into))
         self.stats["remote_jobs"] += 1

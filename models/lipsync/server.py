@@ -31,7 +31,7 @@ from models.avatars import PackError
 from models.batcher import Expired, Overloaded
 from models.frame_ring import MappedRing
 from models.lipsync.params import N_PARAMS
-from models.lipsync.service import LipSyncService
+from models.lipsync.service import LipSyncService, NeuralModel
 from models.lipsync.wire import WireError, fds_path, pack, read_message
 from models.protocols import PreparedFace
 
@@ -94,6 +94,7 @@ class RenderServer:
             reply = {
                 "op": "prepared", "id": message["id"], "face": face_id, "kind": face.kind,
                 "size": list(face.size), "mouth_box": list(face.mouth_box), "still": still.tobytes(), "cost": cost,
+                "audio_window": getattr(face, "audio_window", 0),
             }  # fmt: skip
         except (PackError, OSError, ValueError, KeyError, TypeError) as exc:
             reply = {"op": "error", "id": message.get("id"), "kind": "pack", "error": str(exc)}
@@ -109,10 +110,15 @@ class RenderServer:
             face = self.faces[int(message["face"])]
             ring = self.rings[(client, int(message["ring"]))]
             params = np.frombuffer(message["params"], np.float32).reshape(-1, N_PARAMS)
-            into = [ring.view(int(slot)) for slot in message["slots"]]
+            slots = [int(slot) for slot in message["slots"]]
+            into = [ring.view(slot) for slot in slots]
+            extras: dict[str, Any] = {}
+            if message.get("frames") is not None:  # an audio-driven face: its windows lie in the slots
+                extras["frames"] = np.asarray(message["frames"], np.int64)
+                extras["audio"] = [ring.extra(slot).view(np.int16) for slot in slots] if ring.extra_bytes else None
             await self.service.render(
                 face, params, into, deadline=message.get("deadline"), key=str(message["key"]),
-                expires=message.get("expires"),
+                expires=message.get("expires"), **extras,
             )  # fmt: skip
             reply: dict[str, Any] = {"op": "done", "id": job}
         except asyncio.CancelledError:
@@ -145,10 +151,13 @@ class RenderServer:
                     if len(fds) != 1:
                         raise ValueError("a ring comes with exactly one file descriptor")
                     shape, slots = tuple(int(d) for d in header["shape"]), int(header["slots"])
-                    if slots * int(np.prod(shape)) > MAX_RING_BYTES:
+                    if slots * (int(np.prod(shape)) + int(header.get("extra", 0))) > MAX_RING_BYTES:
                         os.close(fds[0])
                         raise ValueError(f"a ring of {slots} x {shape} is too large")
-                    ring = MappedRing(fds[0], shape, slots, pin_memory=self.service.device.type == "cuda")
+                    extra = int(header.get("extra", 0))
+                    ring = MappedRing(
+                        fds[0], shape, slots, extra_bytes=extra, pin_memory=self.service.device.type == "cuda"
+                    )
                     with self._lock:
                         self.rings[(int(header["client"]), int(header["ring"]))] = ring
                     conn.sendall(b"ok")
@@ -165,7 +174,8 @@ class RenderServer:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    service = LipSyncService(args.device, max_batch=args.max_batch, sprite_kernel=args.kernel)
+    neural = NeuralModel(args.model, Path(args.checkpoint)) if args.model else None
+    service = LipSyncService(args.device, max_batch=args.max_batch, sprite_kernel=args.kernel, neural=neural)
     server = RenderServer(service)
     for path in (args.socket, fds_path(args.socket)):
         with contextlib.suppress(FileNotFoundError):
@@ -198,6 +208,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--kernel", default="auto")
+    parser.add_argument("--model", default=None, help="wav2lip | wav2lip256: photo and video packs' network")
+    parser.add_argument("--checkpoint", default=None, help="the network's checkpoint file")
     args = parser.parse_args()
     with contextlib.suppress(OSError, AttributeError):  # stop with the front, however it ends
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.avatars import PackError, pack_kind
 from models.batcher import DeadlineBatcher, Expired, Overloaded
@@ -55,14 +54,16 @@ class _RenderJob:
     face: PreparedFace
     params: np.ndarray
     into: Sequence[np.ndarray]
+    frames: np.ndarray | None  # timeline frame numbers (a video pack's loop position)
+    audio: Sequence[np.ndarray] | None  # per frame, int16 16 kHz windows (audio-driven renderers)
 
 
-def _make_renderer(kind: str, device: torch.device, sprite_kernel: str) -> FaceRenderer:
-    if kind == "sprite":
-        return SpriteRenderer(device, kernel=sprite_kernel)
-    from models.lipsync.warp import WarpRenderer
+@dataclasses.dataclass(frozen=True, slots=True)
+class NeuralModel:
+    """`lipsync.model` and its checkpoint: photo and video packs then render with that network."""
 
-    return WarpRenderer(device)
+    arch: str  # wav2lip | wav2lip256
+    checkpoint: Path
 
 
 class LipSyncService:
@@ -77,11 +78,14 @@ class LipSyncService:
         batching: bool = True,
         max_wait_s: float = MAX_WAIT_S,
         sprite_kernel: str = "auto",
+        neural: NeuralModel | None = None,
     ) -> None:
         """sprite_kernel: how drawn avatars render (models/lipsync/sprite.py KERNELS): auto is the
-        OpenCV kernel on a CPU, the batched torch one elsewhere."""
+        OpenCV kernel on a CPU, the batched torch one elsewhere. neural: the network photo and video
+        packs render with (its checkpoint loads now: a wrong file fails here, at start)."""
         self.device = resolve_device(device)
         self.sprite_kernel = sprite_kernel
+        self.neural = neural
         self.batcher: DeadlineBatcher[_RenderJob, None] = DeadlineBatcher(
             self._render_batch,
             name="lipsync",
@@ -100,6 +104,8 @@ class LipSyncService:
         self.batch_sizes: Counter[int] = Counter()
         """Tensor calls by frames in the call."""
         self.render_seconds = 0.0
+        if neural is not None:
+            self.renderer("wav2lip")
 
     @property
     def max_batch(self) -> int:
@@ -118,9 +124,29 @@ class LipSyncService:
         self.batcher.max_queue = frames
 
     def renderer(self, kind: str) -> FaceRenderer:
+        """The renderer of prepared faces of `kind` (sprite, photo, wav2lip), made on first use."""
         if kind not in self._renderers:
-            self._renderers[kind] = _make_renderer(kind, self.device, self.sprite_kernel)
+            if kind == "sprite":
+                self._renderers[kind] = SpriteRenderer(self.device, kernel=self.sprite_kernel)
+            elif kind == "photo":
+                from models.lipsync.warp import WarpRenderer
+
+                self._renderers[kind] = WarpRenderer(self.device)
+            else:
+                from models.lipsync.neural import Wav2LipRenderer
+
+                assert self.neural is not None
+                self._renderers[kind] = Wav2LipRenderer(self.device, self.neural.arch, self.neural.checkpoint)  # type: ignore[arg-type]
         return self._renderers[kind]
+
+    def renderer_for_pack(self, pack: str) -> FaceRenderer:
+        """Drawn packs render as sprites; photos with the network when one is configured, else warped;
+        videos only with the network."""
+        if pack == "sprite" or (pack == "photo" and self.neural is None):
+            return self.renderer(pack)
+        if self.neural is None:
+            raise PackError(f"a {pack} pack needs a neural lip-sync model; fix: lipsync.model and lipsync.checkpoint")
+        return self.renderer("wav2lip")
 
     async def prepare(
         self, pack_dir: Path, size: tuple[int, int], background: tuple[int, int, int] | None = None
@@ -145,7 +171,7 @@ class LipSyncService:
         key = (pack_dir.resolve(), (size[0], size[1]), manifest.stat().st_mtime_ns if manifest.is_file() else 0)
         with self._prepare_lock:
             if key not in self._faces:
-                self._faces[key] = self.renderer(pack_kind(pack_dir)).prepare(pack_dir, size)
+                self._faces[key] = self.renderer_for_pack(pack_kind(pack_dir)).prepare(pack_dir, size)
             return self._faces[key]
 
     def with_background(self, face: PreparedFace, rgb: tuple[int, int, int]) -> PreparedFace:
@@ -163,27 +189,30 @@ class LipSyncService:
         """Host memory for `slots` I420 frames of `face`: page-locked when frames come from a GPU."""
         width, height = face.size
         memory = "pinned" if self.device.type == "cuda" else "heap"
-        return FrameRing((i420_rows(height), width), slots, memory=memory, name=name)
+        extra = 2 * getattr(face, "audio_window", 0)  # an audio-driven face's int16 window per frame
+        return FrameRing((i420_rows(height), width), slots, memory=memory, name=name, extra_bytes=extra)
 
-    def render_now(self, faces: list[PreparedFace], params: np.ndarray) -> np.ndarray:
+    def render_now(self, faces: list[PreparedFace], params: np.ndarray, **extras: Any) -> np.ndarray:
         """One blocking batched call -> uint8 I420 (B, H * 3 // 2, W) (benchmarks, offline tools);
-        live channels use `render`."""
+        live channels use `render`. `extras`: frames=, audio= for audio-driven faces."""
         kinds = {(f.kind, f.size) for f in faces}
         if len(kinds) != 1:
             raise ValueError(f"one call renders one pack kind and size, got {sorted(kinds)}")
         width, height = faces[0].size
         out = np.empty((len(faces), i420_rows(height), width), np.uint8)
-        self.renderer(faces[0].kind).render_i420(faces, params, list(out))
+        self.renderer(faces[0].kind).render_i420(faces, params, list(out), **extras)
         return out
 
     def frame_cost_blocking(self, face: PreparedFace) -> float:
-        """Seconds this renderer takes per frame of `face` at a typical batch (tens of ms; blocking)."""
+        """Seconds this renderer takes per frame of `face` at a typical batch, talking (blocking)."""
         params = neutral(COST_BATCH)
-        self.render_now([face] * COST_BATCH, params)  # warm: the first call pays one-off set-up
+        calibration = getattr(self.renderer(face.kind), "calibration", None)
+        extras = calibration(face, COST_BATCH) if calibration is not None else {}
+        self.render_now([face] * COST_BATCH, params, **extras)  # warm: the first call pays one-off set-up
         times = []
         for _ in range(3):  # the fastest of three: what the work costs, not what a busy moment cost
             t0 = time.perf_counter()
-            self.render_now([face] * COST_BATCH, params)
+            self.render_now([face] * COST_BATCH, params, **extras)
             times.append(time.perf_counter() - t0)
         return min(times) / COST_BATCH
 
@@ -199,8 +228,11 @@ class LipSyncService:
         deadline: float | None = None,
         key: str = "",
         expires: float | None = None,
+        frames: np.ndarray | None = None,
+        audio: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Draw one channel's frames (params: (n, N_PARAMS)) into `into` (n I420 frames), batched with others.
+        `frames`, `audio`: the frames' timeline numbers and (audio-driven faces) their audio windows.
 
         `deadline`: the loop time the first frame goes on air (None: as soon as possible); `key`:
         the channel, for fairness and per-channel counters; `expires`: when the last frame goes on
@@ -214,7 +246,11 @@ class LipSyncService:
             raise ValueError(f"into must be {len(params)} I420 frames of {width}x{height}")
         try:
             future = self.batcher.submit(
-                key or "unnamed", _RenderJob(face, params, into), cost=len(params), deadline=deadline, expires=expires
+                key or "unnamed",
+                _RenderJob(face, params, into, frames, audio),
+                cost=len(params),
+                deadline=deadline,
+                expires=expires,
             )
         except Overloaded:
             with self._stats_lock:
@@ -232,9 +268,10 @@ class LipSyncService:
             faces = [jobs[i].face for i in members for _ in range(len(jobs[i].params))]
             params = np.concatenate([jobs[i].params for i in members]).astype(np.float32, copy=False)
             into = [frame for i in members for frame in jobs[i].into]
+            extras = _extras([jobs[i] for i in members])
             t0 = time.perf_counter()
             try:
-                self.renderer(kind).render_i420(faces, params, into)
+                self.renderer(kind).render_i420(faces, params, into, **extras)
             except Exception as exc:
                 with self._stats_lock:
                     self.stats["errors"] += 1
@@ -267,3 +304,13 @@ class LipSyncService:
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
+
+
+def _extras(jobs: list[_RenderJob]) -> dict[str, Any]:
+    """The batch's frame numbers and audio windows, where its jobs have them (audio-driven faces)."""
+    if all(job.frames is None and job.audio is None for job in jobs):
+        return {}
+    numbers = [job.frames if job.frames is not None else np.zeros(len(job.params), np.int64) for job in jobs]
+    silence = np.zeros(1, np.int16)
+    audio = [a for job in jobs for a in (job.audio if job.audio is not None else [silence] * len(job.params))]
+    return {"frames": np.concatenate(numbers), "audio": audio}

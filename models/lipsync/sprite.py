@@ -173,7 +173,9 @@ class SpriteRenderer:
                 out[np.asarray(index)[chunk]] = frames.cpu().numpy()
         return out
 
-    def render_i420(self, faces: Sequence[SpriteFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+    def render_i420(
+        self, faces: Sequence[SpriteFace], params: np.ndarray, into: Sequence[np.ndarray], **_: object
+    ) -> None:
         """faces[i] posed by params[i] -> into[i] as I420 (see FaceRenderer.render_i420)."""
         params = self._check(faces, params)
         for lay, index in self._by_layout(faces).items():

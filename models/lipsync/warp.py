@@ -123,7 +123,9 @@ class WarpRenderer:
             out[part] = rgb.cpu().numpy()
         return out
 
-    def render_i420(self, faces: Sequence[WarpFace], params: np.ndarray, into: Sequence[np.ndarray]) -> None:
+    def render_i420(
+        self, faces: Sequence[WarpFace], params: np.ndarray, into: Sequence[np.ndarray], **_: object
+    ) -> None:
         """faces[i] posed by params[i] -> into[i] as I420 (FaceRenderer.render_i420). On a GPU the conversion
         runs there and only I420 crosses to the host; on a CPU OpenCV's SIMD conversion of each uint8 frame
         is ~2x cheaper than the same float tensor arithmetic."""

@@ -1,0 +1,166 @@
+"""Words -> comparable terms: stems, spelling variants and topic concepts, for matching viewers'
+questions to the channel's facts.
+
+Viewers never word a question like the fact that answers it ("can I send them back?" against
+"Returns are free within 30 days"). A 135M model cannot bridge that reliably, so retrieval does:
+both sides are reduced to stems plus the concepts their words name ("send back" and "returns"
+both name @return). The concept table is general English for what viewers of a shop, a games or
+a cooking stream ask about, not a list of this project's questions; a channel adds its own names
+(a product's nicknames) with `persona.aliases`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+STOP = frozenset(
+    "a an the is are was were be been being am do does did doing what how which who whom whose when where why "
+    "can could would should will shall may might must i you we they he she it me my mine your yours our ours their "
+    "them us him her his its of to in on for with and or at by from this that these those there here please tell "
+    "about any some have has had get got getting let lets know say said im youre ive id dont doesnt isnt arent "
+    "wont cant s t ll re ve d m just really so very too also then than if but not no yes oh hey um uh like one "
+    "ones thing things stuff every anything something everything all whats hows wheres whos thats theres heres "
+    "lets youll youve ill shes hes".split()
+)
+"""Words that carry no topic (a question's frame: "can you tell me what ...")."""
+
+GENERIC = frozenset(
+    "want need wanna gonna go going come coming make made look looking see seen think thought use used using "
+    "give gave take took put find found try tried keep kept buy bought sell sold order ordered pick picked "
+    "right now today tonight currently still again already ever never always often usually maybe exactly "
+    "good great nice cool awesome best better okay ok fine sure lot lots little bit much many more most less "
+    "pair pairs guys guy everyone everybody anyone someone people person chat viewer viewers stream streams "
+    "show shows channel question questions answer thanks thank well way kind sort type should carry include "
+    "included including available wonder wondering curious".split()
+)
+"""Common words that say little about which fact is meant; a question made only of these and of
+fact words is not about something the facts lack."""
+
+SPELLING = {
+    "color": "colour", "colors": "colours", "colored": "coloured", "favorite": "favourite", "gray": "grey",
+    "theater": "theatre", "center": "centre", "flavor": "flavour", "flavors": "flavours", "organize": "organise",
+    "mom": "mum", "cozy": "cosy", "jewelry": "jewellery", "catalog": "catalogue",
+}  # fmt: skip
+
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    # commerce
+    "price": ("price", "prices", "cost", "costs", "expensive", "cheap", "cheapest", "pricey", "afford", "dollar",
+              "dollars", "euro", "euros", "buck", "bucks", "pay", "paying", "charge", "~how much", "go for",
+              "set me back", "spend", "buy", "sell", "purchase"),
+    "discount": ("deal", "deals", "discount", "discounts", "offer", "sale", "code", "coupon", "promo", "voucher",
+                 "percent", "~off", "bargain", "special"),
+    "return": ("return", "returns", "returning", "send back", "send them back", "send it back", "refund",
+               "refunds", "money back", "exchange", "change my mind"),
+    "shipping": ("shipping", "ship", "ships", "delivery", "deliver", "delivered", "arrive", "arrives", "postage",
+                 "post", "mail", "dispatch", "courier", "shows up", "show up", "~order", "~orders"),
+    "size": ("size", "sizes", "sizing", "fit", "fits", "biggest", "largest", "smallest", "~big", "~small",
+             "~large", "~tiny"),
+    "colour": ("colour", "colours", "coloured", "shade", "shades", "colourway", "blue", "black", "coral", "red",
+               "white", "green", "grey", "pink"),
+    "weight": ("weigh", "weighs", "weight", "heavy", "light", "lightweight", "gram", "grams", "kilo", "kilos",
+               "ounce", "ounces"),
+    "water": ("waterproof", "water", "wet", "rain", "rainy", "dry", "puddle", "puddles", "snow", "~weather"),
+    # a stream's schedule and people
+    "schedule": ("when", "what time", "at what time", "which day", "which days", "what day", "what days",
+                 "schedule", "hours", "live", "~start", "~starts", "~end", "~ends", "evening", "night", "tonight",
+                 "morning", "noon", "weekday", "weekdays", "weekly", "monday", "tuesday", "wednesday", "thursday",
+                 "friday", "saturday", "sunday", "~late", "~early", "~weekend", "~on air"),
+    "duration": ("how long", "minutes", "minute", "takes", "~take", "quick", "quickly", "how fast", "~fast",
+                 "~long"),
+    "host": ("host", "hosts", "hosting", "presenter", "~name", "running this", "chef", "streamer", "who are you",
+             "who is", "~who"),
+    # games
+    "game": ("~game", "~games", "~play", "~playing", "~played", "~title", "~titles"),
+    "score": ("score", "scores", "record", "points", "high score", "~beat", "~top"),
+    "vote": ("vote", "votes", "voting", "poll", "choose", "decide", "~pick", "~picked"),
+    "year": ("year", "how old", "released", "release", "came out", "come out", "~old"),
+    "hardware": ("hardware", "emulator", "emulators", "emulation", "emulate", "original", "console", "pc",
+                 "machine", "computer", "~real"),
+    "controller": ("joystick", "controller", "stick", "pad", "gamepad", "button", "buttons", "fire button"),
+    "tournament": ("tournament", "competition", "contest", "compete", "championship", "~enter", "~join"),
+    "prize": ("prize", "win", "wins", "won", "winning", "winner", "champion", "reward"),
+    "genre": ("genre", "kind of game", "type of game", "shooter", "adventure", "platformer", "space", "jungle",
+              "~about"),
+    "collection": ("collection", "cartridge", "cartridges", "cart", "carts", "shelf", "library", "~own"),
+    # cooking
+    "recipe": ("recipe", "recipes", "~cook", "~cooking", "~cooked", "~dish", "~meal", "menu", "~making", "~make"),
+    "serves": ("serve", "serves", "serving", "servings", "portion", "portions", "feed", "feeds", "people",
+               "family", "guests"),
+    "ingredient": ("ingredient", "ingredients", "~need", "goes in", "go in", "go into", "shopping list", "~buy",
+                   "~how much", "~how many"),
+    "diet": ("vegetarian", "vegan", "meat", "dairy", "cheese", "parmesan", "gluten", "coeliac", "celiac",
+             "allergy", "allergic"),
+    "storage": ("leftover", "leftovers", "fridge", "~store", "~keep", "~keeps", "~last", "~tomorrow"),
+    "heat": ("heat", "low heat", "high heat", "medium", "simmer", "simmers", "boil", "boils", "boiling", "stove",
+             "~low", "~high"),
+    "pasta": ("pasta", "noodle", "noodles", "spaghetti", "penne"),
+    "herb": ("herb", "herbs", "basil", "parsley", "spice", "spices"),
+    "flavour": ("flavour", "flavours", "flavoured", "taste", "tastes", "~lemon", "~tomato", "~basil", "~garlic"),
+    "oil": ("oil", "olive"),
+    "card": ("card", "written", "printed", "pinned", "find the recipe", "where is the recipe"),
+    "salt": ("salt", "salted", "salty"),
+    "next": ("~next", "upcoming", "coming up", "next week", "next time", "~later"),
+}  # fmt: skip
+"""concept -> words and phrases that name it (lower case, British spelling). "~": the word often
+appears without meaning the concept ("how much" is a price or a quantity): it helps rank facts, but
+a question is not refused for lacking a fact about it."""
+
+_TOKEN = re.compile(r"!?[a-z0-9]+(?:[.,'][0-9a-z]+)*")
+_SUFFIXES = ("ing", "ies", "es", "ed", "s")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word and number tokens; "48,200" and "3.50" stay whole, "runner's" -> "runner"."""
+    out = []
+    for tok in _TOKEN.findall(text.lower().replace("’", "'")):
+        tok = tok.removesuffix("'s").replace("'", "")
+        out.append(SPELLING.get(tok, tok))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A crude English stem, the same for a word's plural, -ing and -ed forms ("returns" -> "return")."""
+    if not word.isalpha() or len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            base = word[: -len(suffix)]
+            if suffix == "es" and not base.endswith(("s", "x", "z", "ch", "sh", "o")):
+                base = word[:-1]  # "shoes" -> "shoe", "boxes" -> "box"
+            if suffix in ("ing", "ed") and len(base) > 3 and base[-1] == base[-2] and base[-1] not in "lsz":
+                base = base[:-1]  # "shipping" -> "ship"
+            return base
+    return word
+
+
+def _phrase_index() -> dict[tuple[str, ...], dict[str, bool]]:
+    index: dict[tuple[str, ...], dict[str, bool]] = {}
+    for concept, phrases in CONCEPTS.items():
+        for phrase in phrases:
+            key = tuple(stem(t) for t in tokens(phrase.lstrip("~")))
+            strong = not phrase.startswith("~")
+            index.setdefault(key, {})[concept] = index.get(key, {}).get(concept, False) or strong
+    return index
+
+
+PHRASES = _phrase_index()
+"""stem sequence -> {concept: strong?}"""
+LONGEST_PHRASE = max(len(k) for k in PHRASES)
+
+
+def concepts_of(stems: tuple[str, ...]) -> dict[str, bool]:
+    """The concepts one word or phrase (as stems) names, and whether strongly."""
+    return PHRASES.get(stems, {})
+
+
+def is_number(token: str) -> bool:
+    return token[:1].isdigit()
+
+
+def number_value(token: str) -> str:
+    """A number token in one spelling: "48,200" -> "48200", "3.50" stays (a decimal point)."""
+    return token.replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+", token) else token

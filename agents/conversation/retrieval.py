@@ -1,0 +1,305 @@
+"""Which of the channel's facts answer a question, or that none does: ranking and answerability.
+
+Every fact and every question word is reduced to terms (agents/conversation/lexicon.py): its stem,
+the concepts it names (@price, @return ...) and the entities of the facts it names ("Stride Runner",
+"Star Raiders", or an alias such as "hiking shoes"). A fact is eligible when it shares something
+the question asks about (a concept or a content word, not only a name) and names no other thing
+than the one asked about ("is the Stride Runner waterproof?" is not answered by "The Trail Pro
+hiking shoes are waterproof").
+
+Honesty rules, so that "I don't know" is said when the facts are silent:
+  * every question word that plainly names a topic must be covered by the chosen facts (at most
+    two lines): "how heavy is the Trail Pro?" is not answered by its price;
+  * a capitalised name the facts do not know ("Canada", "PayPal", "Zelda") means the question is
+    about something else;
+  * so does any other word that neither the facts nor the lexicon know ("socks", "calories"),
+    unless at least two of the question's words plainly point at the chosen fact ("If I spend
+    70 dollars, is postage included?").
+A follow-up ("how heavy are they?") borrows the names, and weakly the topics, of the exchange
+before it: that is all the memory retrieval needs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from agents.conversation.lexicon import (
+    GENERIC,
+    LONGEST_PHRASE,
+    STOP,
+    concepts_of,
+    is_number,
+    number_value,
+    stem,
+    tokens,
+)
+
+MAX_LINES = 2
+"""Facts one answer may combine ("can I send them back if they don't fit?": returns and sizes)."""
+WEAK = 0.4
+"""Weight of a word that names a concept only loosely ("how much")."""
+CONTEXT = 0.5
+"""Weight of the exchange before a follow-up."""
+PHRASE_GAP = 2
+"""Words allowed inside a two-word phrase: "send the shoes back" is "send back"."""
+FOLLOW_UP_WORDS = frozenset("it its they them their that those this these one ones he she him her".split())
+FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "or ", "also ", "so ")
+_CAPITALISED_RUN = re.compile(r"[A-Z][A-Za-z0-9'!-]*(?:\s+(?:[A-Z][A-Za-z0-9'!-]*|\d+))*")
+
+
+@dataclass
+class Word:
+    """One word of a text, with what it names."""
+
+    text: str
+    stem: str
+    concepts: dict[str, bool]
+    """concept -> named strongly (True) or loosely."""
+    entities: set[str]
+    in_phrase: bool = False
+    capitalised: bool = False
+    """Capitalised and not the text's first word: a name."""
+
+    @property
+    def content(self) -> bool:
+        return self.text not in STOP and not is_number(self.text)
+
+    @property
+    def strong(self) -> bool:
+        return any(self.concepts.values())
+
+
+@dataclass(frozen=True)
+class FactTerms:
+    stems: frozenset[str]
+    concepts: Counter[str]
+    """concept -> how many of the fact's words name it."""
+    entities: frozenset[str]
+    numbers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    index: int
+    fact: str
+    score: float
+    covers: frozenset[int]
+    """Positions of the question's topic words this fact covers."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Retrieval's verdict on one question."""
+
+    candidates: list[Candidate]
+    """Eligible facts, best first."""
+    chosen: list[Candidate]
+    """The lines that answer it (at most MAX_LINES), or [] when the facts do not say."""
+    why_none: str = ""
+
+
+class FactIndex:
+    """Facts (one sentence each) indexed for ranking against viewers' questions."""
+
+    def __init__(
+        self, facts: list[str], *, names: list[str] | tuple[str, ...] = (), aliases: dict[str, list[str]] | None = None
+    ) -> None:
+        """`names`: the persona's own names (always entities); `aliases`: entity -> other names
+        viewers use for it ({"Trail Pro": ["hiking shoes", "hikers"]})."""
+        self.facts = list(facts)
+        self.entities = _entities(self.facts, list(names), aliases or {})
+        self._entity_phrases: dict[tuple[str, ...], set[str]] = {}
+        for name, forms in self.entities.items():
+            for form in forms:
+                self._entity_phrases.setdefault(form, set()).add(name)
+        self._entity_stems = frozenset(s for forms in self.entities.values() for form in forms for s in form)
+        self.terms = [self._fact_terms(f) for f in self.facts]
+        n = len(self.facts)
+        df: Counter[str] = Counter()
+        for t in self.terms:
+            df.update(t.stems | {"@" + c for c in t.concepts} | {"#" + e for e in t.entities})
+        self._idf = {term: math.log((n + 1) / (count + 0.5)) for term, count in df.items()}
+        self.known_stems = frozenset().union(*(t.stems for t in self.terms))
+
+    # ------------------------------------------------------------------ terms
+    def words(self, text: str) -> list[Word]:
+        """`text`'s words with their stems, concepts (phrases spread over their words) and entities."""
+        raw = tokens(text)
+        stems = [stem(t) for t in raw]
+        capitalised = _capitalised_tokens(text)
+        words = [
+            Word(t, s, dict(concepts_of((s,))), set(), capitalised=t in capitalised and i > 0)
+            for i, (t, s) in enumerate(zip(raw, stems, strict=True))
+        ]
+        for n in range(2, max(LONGEST_PHRASE, 3) + 1):
+            for i in range(len(stems) - n + 1):
+                key = tuple(stems[i : i + n])
+                self._mark_phrase(words, list(range(i, i + n)), key)
+        for i in range(len(stems)):  # "send the shoes back"
+            for gap in range(1, PHRASE_GAP + 1):
+                j = i + gap + 1
+                if j < len(stems):
+                    self._mark_phrase(words, [i, j], (stems[i], stems[j]), concepts_only=True)
+        for i, w in enumerate(words):
+            for name in self._entity_phrases.get((w.stem,), ()):
+                w.entities.add(name)
+            del i
+        return words
+
+    def _mark_phrase(self, words: list[Word], at: list[int], key: tuple[str, ...], concepts_only: bool = False) -> None:
+        named = concepts_of(key)
+        entities = set() if concepts_only else self._entity_phrases.get(key, set())
+        if not named and not entities:
+            return
+        for k in at:
+            w = words[k]
+            w.in_phrase = True
+            for concept, strong in named.items():
+                w.concepts[concept] = w.concepts.get(concept, False) or strong
+            w.entities |= entities
+
+    def _fact_terms(self, fact: str) -> FactTerms:
+        words = self.words(fact)
+        named: Counter[str] = Counter(c for w in words for c in w.concepts)
+        return FactTerms(
+            frozenset(w.stem for w in words if w.content),
+            named,
+            frozenset(e for w in words for e in w.entities),
+            frozenset(number_value(w.text) for w in words if is_number(w.text)),
+        )
+
+    # ------------------------------------------------------------------ ranking
+    def rank(self, question: str, context: str = "") -> Ranking:
+        """Eligible facts for `question`, and the lines that answer it (or none, and why).
+        `context`: the exchange before it (the last question and answer heard), for follow-ups."""
+        words = self.words(question)
+        entities = {e for w in words for e in w.entities}
+        borrowed: list[Word] = []
+        if context and not entities and _is_follow_up(question, words):
+            borrowed = self.words(context)
+            entities = {e for w in borrowed for e in w.entities}
+        topics = [i for i, w in enumerate(words) if self._is_topic(w)]
+        candidates = []
+        for index, fact in enumerate(self.terms):
+            if entities and fact.entities and not (entities & fact.entities):
+                continue  # about another product / game / person than the one asked about
+            score, covers = 0.0, set()
+            for i, w in enumerate(words):
+                gain = self._gain(w, fact)
+                score += gain
+                if gain > 0 and i in topics:
+                    covers.add(i)
+            if score <= 0:
+                continue  # shares at most a name: "what's the warranty on the Trail Pro?"
+            score += CONTEXT * sum(self._gain(w, fact) for w in borrowed)
+            score += sum(self._idf.get("#" + e, 0.1) for e in entities & fact.entities)
+            candidates.append(Candidate(index, self.facts[index], score, frozenset(covers)))
+        candidates.sort(key=lambda c: (-len(c.covers), -c.score, c.index))
+        if not candidates:
+            return Ranking([], [], "no fact shares what the question asks about")
+        chosen = [candidates[0]]
+        missing = set(topics) - chosen[0].covers
+        if missing:
+            extra = [c for c in candidates[1:] if c.covers & missing]
+            if extra:
+                chosen.append(max(extra, key=lambda c: (len(c.covers & missing), c.score)))
+                missing -= chosen[-1].covers
+        if missing:
+            said = ", ".join(words[i].text for i in sorted(missing))
+            return Ranking(candidates, [], f"no fact says anything about {said!r}")
+        unknown = [w for w in words if self._unexplained(w)]
+        if any(w.capitalised for w in unknown):
+            names = ", ".join(w.text for w in unknown if w.capitalised)
+            return Ranking(candidates, [], f"the facts do not know {names!r}")
+        if unknown and self._pointing(words, chosen) < 2:
+            return Ranking(candidates, [], f"the facts do not know {', '.join(w.text for w in unknown)!r}")
+        return Ranking(candidates, chosen)
+
+    def _gain(self, w: Word, fact: FactTerms) -> float:
+        """What word `w` of a question adds to `fact`'s score (0: nothing in common)."""
+        best = 0.0
+        if w.content and w.stem in fact.stems and w.stem not in self._entity_stems and w.text not in GENERIC:
+            best = self._idf.get(w.stem, 0.1)
+        for concept, strong in w.concepts.items():
+            if concept in fact.concepts:
+                density = 1 + 0.3 * (fact.concepts[concept] - 1)
+                best = max(best, (1.0 if strong else WEAK) * self._idf.get("@" + concept, 0.1) * density)
+        return best
+
+    def _is_topic(self, w: Word) -> bool:
+        """A word the answer must speak to: it names a concept plainly, or it is a content word
+        that the facts use (and not a name: names are matched as entities)."""
+        if w.entities:
+            return False
+        if w.strong:
+            return True
+        return w.content and w.text not in GENERIC and w.stem in self.known_stems and not w.concepts
+
+    def _unexplained(self, w: Word) -> bool:
+        return (
+            w.content
+            and w.text not in GENERIC
+            and w.stem not in GENERIC
+            and not w.concepts
+            and not w.entities
+            and not w.in_phrase
+            and w.stem not in self.known_stems
+        )
+
+    def _pointing(self, words: list[Word], chosen: list[Candidate]) -> int:
+        """How many of the question's words plainly point at the chosen facts."""
+        facts = [self.terms[c.index] for c in chosen]
+        return sum(1 for w in words if (w.strong or w.entities or w.content) and any(self._gain(w, f) for f in facts))
+
+
+def _is_follow_up(question: str, words: list[Word]) -> bool:
+    said = [w.text for w in words]
+    text = " ".join(said)
+    short = len([w for w in words if w.content and w.text not in GENERIC]) <= 2
+    return bool(FOLLOW_UP_WORDS & set(said)) or text.startswith(FOLLOW_UP_OPENERS) or short
+
+
+def _capitalised_tokens(text: str) -> set[str]:
+    return {t for m in _CAPITALISED_RUN.finditer(text) if m.start() > 0 for t in tokens(m.group(0))}
+
+
+def _entities(facts: list[str], names: list[str], aliases: dict[str, list[str]]) -> dict[str, set[tuple[str, ...]]]:
+    """entity -> the stem sequences that name it: the facts' proper names (runs of capitalised
+    words; a capitalised first word only if it is one of `names` or capitalised elsewhere too),
+    their distinctive single words ("trail" for "Trail Pro") and the configured aliases."""
+    runs: list[str] = list(names)
+    mid_sentence: set[str] = set()
+    firsts: list[str] = []
+    for fact in facts:
+        for m in _CAPITALISED_RUN.finditer(fact):
+            run = m.group(0).strip()
+            if m.start() > 0:
+                mid_sentence.update(run.split())
+                runs.append(run)
+            elif len(run.split()) > 1:
+                runs.append(run)
+            else:
+                firsts.append(run)
+    runs += [w for w in firsts if w in mid_sentence]
+    entities: dict[str, set[tuple[str, ...]]] = {}
+    for run in runs:
+        words = [w for w in tokens(run) if w not in STOP and not is_number(w) and not w.startswith("!")]
+        if words and not all(w in GENERIC or concepts_of((stem(w),)) for w in words):
+            entities.setdefault(" ".join(words), set()).add(tuple(stem(w) for w in words))
+    owners: Counter[str] = Counter(s for forms in entities.values() for s in {s for f in forms for s in f})
+    for forms in entities.values():
+        for form in list(forms):
+            for s in form:
+                if owners[s] == 1 and s not in GENERIC and not concepts_of((s,)) and len(s) > 2:
+                    forms.add((s,))
+    for name, others in aliases.items():
+        key = " ".join(w for w in tokens(name) if w not in STOP)
+        entities.setdefault(key, {tuple(stem(w) for w in key.split())})
+        for alias in others:
+            form = tuple(stem(w) for w in tokens(alias) if w not in STOP)
+            if form:
+                entities[key].add(form)
+    return entities
