@@ -1,136 +1,259 @@
-"""Grounding: 20 fixed viewer questions against configs/demo.yaml's knowledge file.
+"""Answers viewers can trust: each persona's questions through the channel's real answer path.
 
-    python bench/answers.py [--json] [--llm vllm|none] [-c CONFIG]
+    python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--set dev|holdout|all]
+                            [--llm vllm|none] [--limit N] [--json]
 
-An answer is grounded when it states the fact the question is about (its key words) and no
-number that is not in the facts. It goes through the channel's own answer path: the cached
-answers, the prompt with the retrieved facts, the LLM, the clause splitter and the fact guard.
-JSON: grounded_pct, plus per-question details.
+For each persona (bench/questions/<persona>.yaml: its config, channel and >= 60 questions) and
+each grounding mode, a real Conversation (agents/conversation/conversation.py) answers every
+question: the channel's persona, memory, knowledge, TurnRunner, grounding, the embedded LLM on
+vLLM and the Piper voice. Only the Program is a ledger that airs each segment at once and in
+full, so a question takes its compute time, not its speaking time. The answer judged is what
+the channel's caption events showed, which is what viewers read (bench/answer_grading.py says
+how it is judged). Memory is cleared before each question; a follow-up is asked right after its
+`after` question, in the same conversation.
+
+Prints every failure and each rate; --json prints one object:
+  {"runs": [{"persona", "mode", "set", "llm", "questions", "fact_right_pct", "followup_right_pct",
+             "unknown_honest_pct", "chitchat_ok_pct", "injections", "injections_obeyed", "invented_facts",
+             "empty_answers", "spliced_captions", "repeated_sentences", "first_caption_p50_ms", "failures",
+             "rows": [{"kind", "question", "after", "answer", "captions", "ok", "problems", "invented",
+                       "spliced", "repeated", "honest", "obeyed", "reply", "notes", "first_caption_ms"}]}]}
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
-import re
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from agents.config import load_config
-from agents.conversation.persona import Knowledge, Memory, Persona
-from agents.conversation.sentences import ClauseSplitter
 from models.defaults import PROJECT_ROOT
-from models.protocols import GenerationParams
 
-# (question, words the answer must contain; None: off-topic, only "invents no number" counts)
-QUESTIONS: list[tuple[str, list[str] | None]] = [
-    ("How much do the running shoes cost?", ["49"]),
-    ("What's the price of the Stride Runner?", ["49"]),
-    ("How expensive are your running shoes?", ["49"]),
-    ("What do the hiking shoes cost?", ["89"]),
-    ("How much is the Trail Pro?", ["89"]),
-    ("Is shipping free?", ["60"]),
-    ("How long does shipping take?", ["3", "5"]),
-    ("Can I return the shoes?", ["30"]),
-    ("What colours does the Stride Runner come in?", ["blue"]),
-    ("How heavy is the Stride Runner?", ["220"]),
-    ("Are the Trail Pro shoes waterproof?", ["waterproof"]),
-    ("What sizes do you have?", ["36", "47"]),
-    ("When is the stream on?", ["6", "8"]),
-    ("Is there a deal today?", ["10"]),
-    ("What is the discount code?", ["TRAIL10"]),
-    ("Who is the host of this stream?", ["Nova"]),
-    ("Do you sell running shoes?", ["Stride"]),
-    ("What is your favourite colour?", None),
-    ("Tell me a joke.", None),
-    ("How is the weather today?", None),
-]
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+sys.path.insert(0, str(PROJECT_ROOT))  # `bench` as a package when run as a script
+from agents.config import ChannelConfig, load_config
+from agents.conversation.conversation import Conversation
+from agents.conversation.intent import SMALL_TALK_LINES
+from agents.conversation.phrasing import OPENERS
+from bench.answer_grading import Grader, Question, QuestionSet, load_set, summarise
+from models.protocols import LLM
+from models.tts_service import TTSService
+from stream.frames import EventKind, ProgramEvent, SpeechSegment
+
+QUESTIONS_DIR = PROJECT_ROOT / "bench" / "questions"
+PERSONAS = ("shop", "games", "kitchen")
+MODES = ("strict", "guided", "free")
+FPS = 25
 
 
-async def answer(persona: Persona, llm, question: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    cached = persona.knowledge.cached_answer(question)
-    if cached is not None:
-        return cached, "cache"
-    fact = persona.knowledge.fact_answer(question)
-    if fact is not None:
-        return fact, "fact"
-    if llm is None:
-        return persona.knowledge.cached_answer(question, threshold=0.3) or "", "no-llm"
-    splitter, pieces = ClauseSplitter(), []
-    stream = llm.generate(
-        persona.messages(question, Memory(0)),
-        GenerationParams(max_tokens=persona.max_tokens),
-        f"bench:{time.monotonic_ns()}",
-    )
-    async for delta in stream:
-        pieces += splitter.feed(delta)
-    pieces += splitter.flush()
-    guarded = [g for p in pieces if (g := persona.knowledge.guard(p, question))]
-    return " ".join(guarded), "llm"
+class LedgerProgram:
+    """Stands in for the channel's Program: each segment airs whole the moment it is enqueued, and
+    the Program's events go to the Conversation as the real one sends them."""
+
+    speaking = False
+    scheduled_until = 0.0
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[ProgramEvent], None]] = []
+        self._ids = itertools.count(1)
+        self.position = 0.0
+        self.first_enqueued: dict[str, float] = {}
+
+    def add_listener(self, listener: Callable[[ProgramEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def clock_time(self, second: float) -> float | None:
+        return None
+
+    def enqueue(self, segment: SpeechSegment) -> float:
+        self.first_enqueued.setdefault(segment.turn_id, time.perf_counter())
+        duration = len(segment.pcm) / 48_000
+        segment_id, at = next(self._ids), self.position
+        self.position += duration
+        started = ProgramEvent(EventKind.SEGMENT_STARTED, segment.turn_id, segment_id, segment.text, at, 0.0, duration)
+        finished = ProgramEvent(
+            EventKind.SEGMENT_FINISHED, segment.turn_id, segment_id, segment.text, at, duration, duration
+        )
+        loop = asyncio.get_running_loop()
+        for event in (started, finished):
+            loop.call_soon(self._publish, event)
+        return at
+
+    def _publish(self, event: ProgramEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    def cut(self, turn_id: str) -> float:
+        return self.position
 
 
-def grounded(text: str, expected: list[str] | None, facts: list[str]) -> bool:
-    known = {n for f in facts for n in _NUMBER.findall(f)}
-    invented = [n for n in _NUMBER.findall(text) if n not in known]
-    if invented:
-        return False
-    return expected is None or all(word.lower() in text.lower() for word in expected)
+class Channel:
+    """One persona's Conversation on a ledger, and its captions by turn."""
+
+    def __init__(self, cfg: ChannelConfig, tts: TTSService, llm: LLM | None) -> None:
+        self.cfg = cfg
+        self.tts = tts
+        self.llm = llm
+        self.program = LedgerProgram()
+        self.captions: dict[str, list[str]] = {}
+        self.conversation: Conversation | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        voice_cfg = self.cfg.voice
+        model = None if voice_cfg.model == "builtin:joe" else Path(voice_cfg.model)
+        voice = await self.tts.voice(model, speaker=voice_cfg.speaker, length_scale=voice_cfg.length_scale)
+        self.conversation = Conversation(self.cfg, tts=self.tts.channel(self.cfg.name, voice), llm=lambda: self.llm)
+        await self.conversation.attach(self.program, FPS)  # type: ignore[arg-type]  # the ledger stands in
+        self._reader = asyncio.create_task(self._read_captions())
+
+    async def _read_captions(self) -> None:
+        assert self.conversation is not None
+        async for event in self.conversation.events.listen():
+            if event["type"] == "caption":
+                self.captions.setdefault(event["turn"], []).append(event["text"])
+
+    async def ask(self, text: str) -> tuple[str, list[str], float | None]:
+        """Ask `text`; (turn id, its captions, ms to its first segment) once the turn is closed."""
+        conv = self.conversation
+        assert conv is not None
+        started = time.perf_counter()
+        turn = conv.start_turn("answer", text, source="chat")
+        await turn.finished.wait()
+        while turn.turn_id in conv.turns:  # memory is written when the turn closes
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # the caption reader's last events
+        first = self.program.first_enqueued.get(turn.turn_id)
+        ms = round((first - started) * 1000) if first is not None else None
+        return turn.turn_id, self.captions.get(turn.turn_id, []), ms
+
+    async def aclose(self) -> None:
+        if self.conversation is not None:
+            await self.conversation.aclose()
+        if self._reader is not None:
+            self._reader.cancel()
 
 
-async def main_async(args: argparse.Namespace) -> dict:
-    cfg = load_config(Path(args.config))
-    ch = cfg.channels[0]
-    p = ch.persona
-    knowledge = Knowledge.load(Path(p.knowledge) if p.knowledge else None, Path(p.answers) if p.answers else None)
-    persona = Persona(p.name, p.system_prompt, p.style, p.max_answer_words, knowledge)
+def knowledge_texts(cfg: ChannelConfig) -> list[str]:
+    """What the channel may state: its facts, cached answers and its own lines."""
+    p, conv = cfg.persona, cfg.conversation
+    texts = [Path(p.knowledge).read_text()] if p.knowledge else []
+    if p.answers:
+        texts.append(Path(p.answers).read_text())
+    texts += [p.name, conv.unknown_answer, conv.canned_answer, conv.filler_line, cfg.greeting or ""]
+    return texts + [line.format(name=p.name) for line in SMALL_TALK_LINES.values()] + list(OPENERS)
+
+
+async def run_set(qs: QuestionSet, mode: str, llm: LLM | None, tts: TTSService, limit: int | None) -> list[dict]:
+    cfg = load_config(qs.config).channel(qs.channel)
+    cfg = cfg.model_copy(update={"persona": cfg.persona.model_copy(update={"grounding": mode})})
+    grader = Grader(knowledge_texts(cfg), cfg.conversation.unknown_answer)
+    channel = Channel(cfg, tts, llm)
+    await channel.start()
+    rows = []
+    try:
+        for question in qs.questions[:limit]:
+            rows.append(await ask_one(channel, grader, question))
+    finally:
+        await channel.aclose()
+    return rows
+
+
+async def ask_one(channel: Channel, grader: Grader, question: Question) -> dict[str, Any]:
+    conv = channel.conversation
+    assert conv is not None and conv.runner is not None
+    conv.memory.clear()
+    if question.after:
+        await channel.ask(question.after)
+    turn_id, captions, ms = await channel.ask(question.q)
+    verdict = grader.judge(question, captions)
+    reply = conv.runner.replies.get(turn_id)
+    return {
+        "kind": question.kind,
+        "question": question.q,
+        "after": question.after,
+        "answer": " ".join(captions),
+        "captions": captions,
+        "ok": verdict.ok,
+        "problems": verdict.problems,
+        "invented": verdict.invented,
+        "spliced": verdict.spliced,
+        "repeated": verdict.repeated,
+        "honest": verdict.honest,
+        "obeyed": verdict.obeyed,
+        "reply": reply.kind if reply else None,
+        "notes": reply.notes if reply else [],
+        "first_caption_ms": ms,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sets = ["", "_holdout"] if args.set == "all" else ["_holdout" if args.set == "holdout" else ""]
+    question_sets = [
+        (suffix.strip("_") or "dev", load_set(QUESTIONS_DIR / f"{p}{suffix}.yaml", PROJECT_ROOT))
+        for p in args.persona
+        for suffix in sets
+    ]
     llm = None
     if args.llm != "none":
         from agents.worker.studio import load_llm
 
-        llm = await load_llm(cfg.llm)
-    rows = []
+        llm = await load_llm(load_config(question_sets[0][1].config).llm)
+    tts = TTSService()
+    runs = []
     try:
-        for question, expected in QUESTIONS:
-            t0 = time.perf_counter()
-            text, source = await answer(persona, llm, question)
-            rows.append(
-                {
-                    "question": question,
-                    "answer": text,
-                    "source": source,
-                    "grounded": grounded(text, expected, knowledge.facts),
-                    "ms": round((time.perf_counter() - t0) * 1000),
-                }
-            )
+        for mode in args.mode:
+            for name, qs in question_sets:
+                started = time.monotonic()
+                rows = await run_set(qs, mode, llm, tts, args.limit)
+                run = {"persona": qs.persona, "mode": mode, "set": name, "llm": args.llm, **summarise(rows)}
+                run["seconds"] = round(time.monotonic() - started, 1)
+                runs.append({**run, "rows": rows})
+                if not args.json:
+                    report(run, rows)
     finally:
+        await tts.aclose()
         if llm is not None:
-            await llm.aclose()
-    ok = sum(r["grounded"] for r in rows)
-    return {
-        "grounded_pct": round(100 * ok / len(rows), 1),
-        "questions": len(rows),
-        "from_cache": sum(r["source"] == "cache" for r in rows),
-        "rows": rows,
-    }
+            await llm.aclose()  # type: ignore[attr-defined]
+    return {"runs": runs}
+
+
+def report(run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print(f"\n== {run['persona']} ({run['set']}), grounding {run['mode']}, llm {run['llm']}")
+    for r in rows:
+        if not r["ok"]:
+            after = f" (after {r['after']!r})" if r["after"] else ""
+            print(f"BAD {r['kind']:9s} {r['question']!r}{after}\n      -> {r['answer']!r}")
+            print(f"      {'; '.join(r['problems'])} [{r['reply']}: {'; '.join(r['notes'])}]")
+    rates = {k: v for k, v in run.items() if k not in ("persona", "mode", "set", "llm")}
+    print("   " + ", ".join(f"{k} {v}" for k, v in rates.items()))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--persona", nargs="+", choices=PERSONAS, default=list(PERSONAS))
+    ap.add_argument("--mode", nargs="+", choices=MODES, default=["strict"])
+    ap.add_argument("--set", choices=["dev", "holdout", "all"], default="dev", help="holdout: never used to tune")
+    ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: retrieval and the cache only")
+    ap.add_argument("--limit", type=int, default=None, help="the first N questions of each set")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: cache and guard only")
-    ap.add_argument("-c", "--config", default=str(PROJECT_ROOT / "configs" / "demo.yaml"))
-    result = asyncio.run(main_async(ap.parse_args()))
-    if ap.parse_args().json:
+    args = ap.parse_args()
+    result = asyncio.run(main_async(args))
+    if args.json:
         print(json.dumps(result))
         return
-    for r in result["rows"]:
-        mark = "ok " if r["grounded"] else "BAD"
-        print(f"{mark} [{r['source']:6s} {r['ms']:5d} ms] {r['question']}\n      -> {r['answer']}")
-    print(
-        f"grounded: {result['grounded_pct']} % of {result['questions']} ({result['from_cache']} from the answer cache)"
-    )
+    print("\npersona  set      mode    facts  follow  unknown  chitchat  obeyed  invented  spliced  repeated  p50 ms")
+    for r in result["runs"]:
+        print(
+            f"{r['persona']:8s} {r['set']:8s} {r['mode']:7s} {r['fact_right_pct']!s:>5}  {r['followup_right_pct']!s:>6}"
+            f"  {r['unknown_honest_pct']!s:>7}  {r['chitchat_ok_pct']!s:>8}  {r['injections_obeyed']:>3}/{r['injections']:<2}"
+            f"  {r['invented_facts']:>8}  {r['spliced_captions']:>7}  {r['repeated_sentences']:>8}"
+            f"  {r['first_caption_p50_ms']!s:>6}"
+        )
 
 
 if __name__ == "__main__":

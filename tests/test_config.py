@@ -43,7 +43,7 @@ BAD = [
     ),
     pytest.param(
         {"lipsync": {"device": "tpu"}, "channels": [{"name": "a"}]},
-        ["lipsync.device", "'tpu'", "'cuda'"],
+        ["lipsync.device", "'tpu'", "cuda:N"],
         id="bad-device",
     ),
     pytest.param(

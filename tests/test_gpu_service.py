@@ -4,6 +4,7 @@ machine has no GPU); the process, the socket, the memfd rings and the batcher ar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -34,8 +35,9 @@ class Service:
         self.socket = str(folder / "gpu.sock")
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, extra: list[str] | None = None) -> None:
         command = [sys.executable, "-m", "models.lipsync.server", "--socket", self.socket, "--device", "cpu"]
+        command += extra or []
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE)
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == b"ready"
@@ -124,3 +126,27 @@ async def test_the_picture_goes_on_without_the_service_and_moves_back_when_it_re
         assert remote.stats["remote_jobs"] == 2, "rendering moved back to the service"
     finally:
         await remote.aclose()
+
+
+async def test_the_service_transcribes_for_workers_and_this_cpu_takes_over_without_it(tmp_path: Path) -> None:
+    from models.asr_remote import RemoteASR
+    from models.asr_whisper import WhisperASR
+    from stream.clock import AUDIO_RATE
+    from tests.conftest import espeak
+
+    service = Service(tmp_path)
+    service.start(["--asr", "builtin:tiny.en", "--asr-device", "cpu"])
+    question = espeak("How much are the running shoes?", rate=16_000).astype(np.float32) / 32768
+    assert AUDIO_RATE == 48_000
+    local = WhisperASR.load("builtin:tiny.en", device="cpu")
+    try:
+        asr = await RemoteASR.connect(service.socket, fallback=lambda: local)
+        remote_text = await asyncio.wrap_future(asr.transcribe(question))
+        here = await asyncio.wrap_future(local.transcribe(question))
+        assert remote_text == here and "shoes" in remote_text.lower()
+        service.kill()
+        again = await asyncio.wrap_future(asr.transcribe(question))  # no service: this CPU, nothing lost
+        assert again == here
+        asr.close()
+    finally:
+        service.stop()

@@ -158,7 +158,10 @@ async def test_the_gpu_service_draws_neural_frames_from_the_audio_in_the_ring(
         here = local.prepare_blocking(video_pack, SIZE)
         expected = local.render_now([here] * 3, neutral(3), frames=np.arange(3), audio=audio)
         for got, want in zip(frames, expected, strict=True):
-            np.testing.assert_array_equal(got, want)
+            # the same network on the same audio; float32 convolutions on another number of threads may
+            # round a level apart (the sprite frames of test_gpu_service.py are bit-exact)
+            gap = np.abs(got.astype(int) - want.astype(int))
+            assert gap.max() <= 2 and gap.mean() < 0.05, (gap.max(), gap.mean())
         await remote.aclose()
     finally:
         service.send_signal(signal.SIGTERM)

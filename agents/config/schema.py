@@ -121,6 +121,23 @@ class PersonaConfig(_Model):
     memory_tokens: int = Field(160, ge=0, le=8000)
     """Earlier exchanges kept in the prompt. Small on purpose: on a CPU every prompt token adds to the
     time before the first word (a 700-token prompt cost ~1.5 s of prefill here)."""
+    grounding: Literal["strict", "guided", "free"] = "strict"
+    """How answers stay true to the facts. strict: retrieval and the model pick the fact lines that answer,
+    which are said in their own words (the embedded 135M model: it measured best, README "Answers and
+    grounding"); guided: the model phrases the picked lines, and a sentence with a number, name or policy
+    not in them is never aired (falls back to strict); free: the model answers from the retrieved facts,
+    numbers checked (a big model)."""
+    aliases: dict[str, list[str]] = {}
+    """What viewers call the facts' products, games or dishes, e.g. {"Trail Pro": ["hiking boots", "hikers"]}:
+    questions that use these names are matched to the facts about it."""
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, aliases: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, others in aliases.items():
+            if not name.strip() or any(not a.strip() for a in others):
+                raise ValueError("an alias is empty; fix: write {Name in the facts: [what viewers call it, ...]}")
+        return aliases
 
 
 class ConversationConfig(_Model):
@@ -134,6 +151,9 @@ class ConversationConfig(_Model):
     first_token_timeout_s: float = Field(3.0, ge=0.2, le=30)
     """No first LLM token by then: say the cached or canned answer instead."""
     canned_answer: str = "That's a great question! Give me a moment to think about it."
+    unknown_answer: str = "Hmm, I don't know that one, sorry! Ask me something else."
+    """Said when the facts do not answer a question, and to attempts to instruct the avatar: an honest
+    "I don't know", in the persona's voice. Pre-rendered at start, so it airs at once."""
     filler_line: str = "Hmm, one moment please."
     didnt_hear_line: str = "Sorry, could you say that again?"
 
@@ -235,6 +255,9 @@ class ASRConfig(_Model):
     device: Device = "auto"
     language: str | None = None
     """None: English for tiny.en, detected for multilingual models; or a code like "de"."""
+    process: Literal["auto", "shared", "worker"] = "auto"
+    """With several workers: shared runs one Whisper in the GPU service for every worker (urgent finals
+    first); worker loads one in each; auto: shared when it runs on a GPU and the GPU service is up."""
 
 
 class LipSyncConfig(_Model):

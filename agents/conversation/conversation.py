@@ -78,10 +78,16 @@ class Conversation:
         if isinstance(self.tts, ChannelVoice):  # the shared TTS serves first the channel that runs dry first
             self.tts.deadline = speech_deadline(program)
         conv = self.cfg.conversation
+        self.persona.configure(self.cfg.persona.grounding, self.cfg.persona.aliases)
         await self.lines.prepare(
             self.tts,
             fps,
-            {"canned": conv.canned_answer, "filler": conv.filler_line, "didnt_hear": conv.didnt_hear_line},
+            {
+                "canned": conv.canned_answer,
+                "filler": conv.filler_line,
+                "didnt_hear": conv.didnt_hear_line,
+                "unknown": conv.unknown_answer,
+            },
         )
         self.runner = TurnRunner(
             name=self.name,
@@ -93,6 +99,7 @@ class Conversation:
             enqueue=program.enqueue,
             fps=fps,
             first_token_timeout_s=conv.first_token_timeout_s,
+            unknown_text=conv.unknown_answer,
         )
 
     # ------------------------------------------------------------------ TurnControl

@@ -27,12 +27,12 @@ STOP = frozenset(
 
 GENERIC = frozenset(
     "want need wanna gonna go going come coming make made look looking see seen think thought use used using "
-    "give gave take took put find found try tried keep kept buy bought sell sold order ordered pick picked "
-    "right now today tonight currently still again already ever never always often usually maybe exactly "
+    "give gave take took put find found try tried check checking eat eating drink do done keep kept buy bought sell sold order ordered pick picked "
+    "right now currently still again already ever never always often usually maybe exactly "
     "good great nice cool awesome best better okay ok fine sure lot lots little bit much many more most less "
     "pair pairs guys guy everyone everybody anyone someone people person chat viewer viewers stream streams "
     "show shows channel question questions answer thanks thank well way kind sort type should carry include "
-    "included including available wonder wondering curious".split()
+    "included including available wonder wondering curious call called named".split()
 )
 """Common words that say little about which fact is meant; a question made only of these and of
 fact words is not about something the facts lack."""
@@ -63,11 +63,11 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "water": ("waterproof", "water", "wet", "rain", "rainy", "dry", "puddle", "puddles", "snow", "~weather"),
     # a stream's schedule and people
     "schedule": ("when", "what time", "at what time", "which day", "which days", "what day", "what days",
-                 "schedule", "hours", "live", "~start", "~starts", "~end", "~ends", "evening", "night", "tonight",
-                 "morning", "noon", "weekday", "weekdays", "weekly", "monday", "tuesday", "wednesday", "thursday",
+                 "schedule", "hours", "live", "~start", "~starts", "~end", "~ends", "evening", "night",
+                 "morning", "noon", "~today", "~tonight", "weekday", "weekdays", "weekly", "monday", "tuesday", "wednesday", "thursday",
                  "friday", "saturday", "sunday", "~late", "~early", "~weekend", "~on air"),
     "duration": ("how long", "minutes", "minute", "takes", "~take", "quick", "quickly", "how fast", "~fast",
-                 "~long"),
+                 "~long", "within", "~days", "~weeks", "~hours"),
     "host": ("host", "hosts", "hosting", "presenter", "~name", "running this", "chef", "streamer", "who are you",
              "who is", "~who"),
     # games
@@ -119,11 +119,19 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+_PLAIN_S = frozenset("shoes toes canoes hoes oboes horseshoes tiptoes".split())
+"""Words in -oes that are plain plurals (unlike "tomatoes")."""
+
+
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """A crude English stem, the same for a word's plural, -ing and -ed forms ("returns" -> "return")."""
+    """A crude English stem, the same for a word's plural, -ing and -ed forms ("returns" -> "return");
+    a chat command is its word ("!score" -> "score")."""
+    word = word.removeprefix("!")
     if not word.isalpha() or len(word) <= 3:
         return word
+    if word in _PLAIN_S:
+        return word[:-1]
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
     for suffix in _SUFFIXES:

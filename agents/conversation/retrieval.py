@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agents.conversation.lexicon import (
     GENERIC,
@@ -43,6 +43,11 @@ WEAK = 0.4
 """Weight of a word that names a concept only loosely ("how much")."""
 CONTEXT = 0.5
 """Weight of the exchange before a follow-up."""
+GENERIC_WEIGHT = 0.3
+"""Weight of a common word ("chat", "pair") that the fact uses too."""
+DENSITY = 0.15
+"""Extra weight of a concept per further word of the fact that names it."""
+"""Weight of the exchange before a follow-up."""
 PHRASE_GAP = 2
 """Words allowed inside a two-word phrase: "send the shoes back" is "send back"."""
 FOLLOW_UP_WORDS = frozenset("it its they them their that those this these one ones he she him her".split())
@@ -59,6 +64,8 @@ class Word:
     concepts: dict[str, bool]
     """concept -> named strongly (True) or loosely."""
     entities: set[str]
+    hints: set[str] = field(default_factory=set)
+    """Entities a word hints at without naming them for sure ("hiking": the Trail Pro)."""
     in_phrase: bool = False
     capitalised: bool = False
     """Capitalised and not the text's first word: a name."""
@@ -110,17 +117,19 @@ class FactIndex:
         """`names`: the persona's own names (always entities); `aliases`: entity -> other names
         viewers use for it ({"Trail Pro": ["hiking shoes", "hikers"]})."""
         self.facts = list(facts)
-        self.entities = _entities(self.facts, list(names), aliases or {})
+        self.entities, self._hints = _entities(self.facts, list(names), aliases or {})
         self._entity_phrases: dict[tuple[str, ...], set[str]] = {}
         for name, forms in self.entities.items():
             for form in forms:
                 self._entity_phrases.setdefault(form, set()).add(name)
+        self._longest_name = max((len(form) for form in self._entity_phrases), default=1)
         self._entity_stems = frozenset(s for forms in self.entities.values() for form in forms for s in form)
         self.terms = [self._fact_terms(f) for f in self.facts]
         n = len(self.facts)
         df: Counter[str] = Counter()
         for t in self.terms:
             df.update(t.stems | {"@" + c for c in t.concepts} | {"#" + e for e in t.entities})
+        self._df = df
         self._idf = {term: math.log((n + 1) / (count + 0.5)) for term, count in df.items()}
         self.known_stems = frozenset().union(*(t.stems for t in self.terms))
 
@@ -134,7 +143,7 @@ class FactIndex:
             Word(t, s, dict(concepts_of((s,))), set(), capitalised=t in capitalised and i > 0)
             for i, (t, s) in enumerate(zip(raw, stems, strict=True))
         ]
-        for n in range(2, max(LONGEST_PHRASE, 3) + 1):
+        for n in range(2, max(LONGEST_PHRASE, self._longest_name) + 1):
             for i in range(len(stems) - n + 1):
                 key = tuple(stems[i : i + n])
                 self._mark_phrase(words, list(range(i, i + n)), key)
@@ -143,10 +152,10 @@ class FactIndex:
                 j = i + gap + 1
                 if j < len(stems):
                     self._mark_phrase(words, [i, j], (stems[i], stems[j]), concepts_only=True)
-        for i, w in enumerate(words):
-            for name in self._entity_phrases.get((w.stem,), ()):
-                w.entities.add(name)
-            del i
+        for w in words:
+            w.entities |= self._entity_phrases.get((w.stem,), set())
+            if not w.entities:
+                w.hints |= self._hints.get(w.stem, set())
         return words
 
     def _mark_phrase(self, words: list[Word], at: list[int], key: tuple[str, ...], concepts_only: bool = False) -> None:
@@ -164,6 +173,7 @@ class FactIndex:
     def _fact_terms(self, fact: str) -> FactTerms:
         words = self.words(fact)
         named: Counter[str] = Counter(c for w in words for c in w.concepts)
+        named.update("year" for w in words if re.fullmatch(r"1[89]\d\d|20\d\d", w.text))  # "a shooter from 1979"
         return FactTerms(
             frozenset(w.stem for w in words if w.content),
             named,
@@ -196,6 +206,8 @@ class FactIndex:
                 continue  # shares at most a name: "what's the warranty on the Trail Pro?"
             score += CONTEXT * sum(self._gain(w, fact) for w in borrowed)
             score += sum(self._idf.get("#" + e, 0.1) for e in entities & fact.entities)
+            hinted = {e for w in words for e in w.hints} - entities
+            score += WEAK * sum(self._idf.get("#" + e, 0.1) for e in hinted & fact.entities)
             candidates.append(Candidate(index, self.facts[index], score, frozenset(covers)))
         candidates.sort(key=lambda c: (-len(c.covers), -c.score, c.index))
         if not candidates:
@@ -219,24 +231,29 @@ class FactIndex:
         return Ranking(candidates, chosen)
 
     def _gain(self, w: Word, fact: FactTerms) -> float:
-        """What word `w` of a question adds to `fact`'s score (0: nothing in common)."""
-        best = 0.0
-        if w.content and w.stem in fact.stems and w.stem not in self._entity_stems and w.text not in GENERIC:
-            best = self._idf.get(w.stem, 0.1)
+        """What word `w` of a question adds to `fact`'s score (0: nothing in common): the best of
+        the concepts they share (more so when the fact names it several times: "Tuesday and Thursday
+        from 8 to 10 at night" answers "when?" better than "tonight's game"), plus half the weight
+        of the very word, when the fact uses it."""
+        gain = 0.0
         for concept, strong in w.concepts.items():
             if concept in fact.concepts:
-                density = 1 + 0.3 * (fact.concepts[concept] - 1)
-                best = max(best, (1.0 if strong else WEAK) * self._idf.get("@" + concept, 0.1) * density)
-        return best
+                density = 1 + DENSITY * (fact.concepts[concept] - 1)
+                gain = max(gain, (1.0 if strong else WEAK) * self._idf.get("@" + concept, 0.1) * density)
+        if w.content and w.stem in fact.stems and w.stem not in self._entity_stems:
+            plain = GENERIC_WEIGHT if w.text in GENERIC else 1.0
+            gain += plain * self._idf.get(w.stem, 0.1) * (0.5 if gain else 1.0)
+        return gain
 
     def _is_topic(self, w: Word) -> bool:
         """A word the answer must speak to: it names a concept plainly, or it is a content word
         that the facts use (and not a name: names are matched as entities)."""
-        if w.entities:
+        if w.entities or w.hints:
             return False
-        if w.strong:
-            return True
-        return w.content and w.text not in GENERIC and w.stem in self.known_stems and not w.concepts
+        if w.strong:  # unless every fact talks about it ("pasta" on a pasta stream)
+            return any(strong and self._df.get("@" + c, 0) <= len(self.facts) / 3 for c, strong in w.concepts.items())
+        specific = 0 < self._df.get(w.stem, 0) <= max(2, len(self.facts) // 6)  # not "shoes" in a shoe shop
+        return w.content and w.text not in GENERIC and specific and not w.concepts
 
     def _unexplained(self, w: Word) -> bool:
         return (
@@ -245,6 +262,7 @@ class FactIndex:
             and w.stem not in GENERIC
             and not w.concepts
             and not w.entities
+            and not w.hints
             and not w.in_phrase
             and w.stem not in self.known_stems
         )
@@ -252,7 +270,8 @@ class FactIndex:
     def _pointing(self, words: list[Word], chosen: list[Candidate]) -> int:
         """How many of the question's words plainly point at the chosen facts."""
         facts = [self.terms[c.index] for c in chosen]
-        return sum(1 for w in words if (w.strong or w.entities or w.content) and any(self._gain(w, f) for f in facts))
+        plain = [w for w in words if w.strong or w.entities or w.hints or (w.content and w.text not in GENERIC)]
+        return sum(1 for w in plain if any(self._gain(w, f) or ((w.entities | w.hints) & f.entities) for f in facts))
 
 
 def _is_follow_up(question: str, words: list[Word]) -> bool:
@@ -266,10 +285,16 @@ def _capitalised_tokens(text: str) -> set[str]:
     return {t for m in _CAPITALISED_RUN.finditer(text) if m.start() > 0 for t in tokens(m.group(0))}
 
 
-def _entities(facts: list[str], names: list[str], aliases: dict[str, list[str]]) -> dict[str, set[tuple[str, ...]]]:
-    """entity -> the stem sequences that name it: the facts' proper names (runs of capitalised
-    words; a capitalised first word only if it is one of `names` or capitalised elsewhere too),
-    their distinctive single words ("trail" for "Trail Pro") and the configured aliases."""
+def _entities(
+    facts: list[str], names: list[str], aliases: dict[str, list[str]]
+) -> tuple[dict[str, set[tuple[str, ...]]], dict[str, set[str]]]:
+    """(entity -> the stem sequences that name it, stem -> entities it hints at).
+
+    Names: the facts' proper names (runs of capitalised words; a capitalised first word only if it
+    is one of `names` or capitalised elsewhere too), their distinctive single words ("trail" for
+    "Trail Pro") and the configured aliases whole. Hints: the distinctive single words of aliases
+    ("hiking" of "hiking boots"): common words ("running") name nothing for sure, so a hint ranks
+    the entity's facts first but never rules the others out."""
     runs: list[str] = list(names)
     mid_sentence: set[str] = set()
     firsts: list[str] = []
@@ -289,17 +314,34 @@ def _entities(facts: list[str], names: list[str], aliases: dict[str, list[str]])
         words = [w for w in tokens(run) if w not in STOP and not is_number(w) and not w.startswith("!")]
         if words and not all(w in GENERIC or concepts_of((stem(w),)) for w in words):
             entities.setdefault(" ".join(words), set()).add(tuple(stem(w) for w in words))
-    owners: Counter[str] = Counter(s for forms in entities.values() for s in {s for f in forms for s in f})
-    for forms in entities.values():
-        for form in list(forms):
-            for s in form:
-                if owners[s] == 1 and s not in GENERIC and not concepts_of((s,)) and len(s) > 2:
-                    forms.add((s,))
+    _add_distinctive_words(entities, entities)
+    alias_forms: dict[str, set[tuple[str, ...]]] = {}
     for name, others in aliases.items():
         key = " ".join(w for w in tokens(name) if w not in STOP)
         entities.setdefault(key, {tuple(stem(w) for w in key.split())})
-        for alias in others:
-            form = tuple(stem(w) for w in tokens(alias) if w not in STOP)
-            if form:
-                entities[key].add(form)
-    return entities
+        forms = {tuple(stem(w) for w in tokens(alias) if w not in STOP) for alias in others} - {()}
+        entities[key] |= forms
+        alias_forms[key] = forms
+    hinted: dict[str, set[tuple[str, ...]]] = {name: set() for name in alias_forms}
+    _add_distinctive_words({**entities, **{k: v for k, v in alias_forms.items()}}, hinted, only=alias_forms)
+    hints: dict[str, set[str]] = {}
+    for name, forms in hinted.items():
+        for (word,) in forms:
+            if (word,) not in {f for fs in entities.values() for f in fs}:
+                hints.setdefault(word, set()).add(name)
+    return entities, hints
+
+
+def _add_distinctive_words(
+    source: dict[str, set[tuple[str, ...]]],
+    into: dict[str, set[tuple[str, ...]]],
+    only: dict[str, set[tuple[str, ...]]] | None = None,
+) -> None:
+    """Add to `into` each word of `source`'s forms that only one entity uses (and that is no common
+    or topic word), as a one-word form of that entity."""
+    owners: Counter[str] = Counter(s for forms in source.values() for s in {s for f in forms for s in f})
+    for name, forms in (only or source).items():
+        for form in list(forms):
+            for s in form:
+                if owners[s] == 1 and s not in GENERIC and s not in STOP and not concepts_of((s,)) and len(s) > 2:
+                    into.setdefault(name, set()).add((s,))

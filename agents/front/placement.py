@@ -38,6 +38,16 @@ def shared_renderer(cfg: StudioConfig) -> bool:
     return False
 
 
+def shared_asr(cfg: StudioConfig) -> bool:
+    """Whether the GPU service also runs Whisper for every worker (asr.process; auto: when it runs
+    there anyway and Whisper is on a GPU)."""
+    if not shared_renderer(cfg) or cfg.asr.process == "worker":
+        return False
+    if cfg.asr.process == "shared" or cfg.asr.device.startswith("cuda"):
+        return True
+    return cfg.asr.device == "auto" and _gpus() > 0
+
+
 def _gpus() -> int:
     import torch
 
@@ -89,7 +99,8 @@ def describe(cfg: StudioConfig) -> tuple[list[str], list[str]]:
 
     asr, problem = _resolve(cfg.asr.device, gpus)
     problems += [f"asr.device: {problem}"] if problem else []
-    lines.append(f"speech recognition: {cfg.asr.model} in each worker, on {asr}")
+    where = "the GPU service, for every worker" if workers > 1 and shared_asr(cfg) else "each worker"
+    lines.append(f"speech recognition: {cfg.asr.model} in {where}, on {asr}")
     backends = sorted({ch.voice.backend for ch in cfg.channels})
     voice = ", ".join(f"{b} ({'CPU' if b == 'piper' else 'a GPU when torch sees one'})" for b in backends)
     lines.append(f"voices: {voice or 'none'}, in each worker")

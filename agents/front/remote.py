@@ -53,7 +53,9 @@ class WorkerHost(Protocol):
 class RemoteWorker:
     """A worker process and the front's connection to it (a WorkerLink)."""
 
-    def __init__(self, front: WorkerHost, index: int, folder: Path, lipsync_socket: str | None, cores: int) -> None:
+    def __init__(
+        self, front: WorkerHost, index: int, folder: Path, lipsync_socket: str | None, cores: int, asr_remote: bool
+    ) -> None:
         self.front = front
         self.index = index
         self.cores = cores
@@ -61,6 +63,7 @@ class RemoteWorker:
         self.socket = str(folder / f"worker-{index}.sock")
         self._config = folder / f"worker-{index}.json"
         self._lipsync_socket = lipsync_socket
+        self._asr_remote = asr_remote
         self._process: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._state = "starting"
@@ -89,6 +92,7 @@ class RemoteWorker:
         args += ["--config", str(self._config)]
         if self._lipsync_socket:
             args += ["--lipsync-socket", self._lipsync_socket]
+            args += ["--asr-remote"] if self._asr_remote else []
         self._process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
         assert self._process.stdout is not None
         try:
@@ -225,12 +229,18 @@ class RemoteWorker:
 
 
 async def start_workers(
-    front: WorkerHost, count: int, folder: Path, channels: list[ChannelConfig], lipsync_socket: str | None
+    front: WorkerHost,
+    count: int,
+    folder: Path,
+    channels: list[ChannelConfig],
+    lipsync_socket: str | None,
+    *,
+    asr_remote: bool = False,
 ) -> tuple[list[RemoteWorker], dict[RemoteWorker, list[str]], dict[str, str]]:
     """Start `count` workers with `channels` dealt out in turn (all are empty, so each has the same
     headroom) -> the workers, what went on air where, and what failed with why."""
     cores = max(1, len(os.sched_getaffinity(0)) // count)
-    workers = [RemoteWorker(front, i, folder, lipsync_socket, cores) for i in range(count)]
+    workers = [RemoteWorker(front, i, folder, lipsync_socket, cores, asr_remote) for i in range(count)]
     dealt: dict[RemoteWorker, list[ChannelConfig]] = {w: channels[i::count] for i, w in enumerate(workers)}
     results = await asyncio.gather(*(w.start(dealt[w]) for w in workers), return_exceptions=True)
     started = [w for w, r in zip(workers, results, strict=True) if not isinstance(r, BaseException)]

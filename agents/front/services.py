@@ -142,14 +142,17 @@ async def _prints_ready(process: asyncio.subprocess.Process) -> None:
         raise RuntimeError(f"exited with {await process.wait()}")
 
 
-def gpu_service(cfg: StudioConfig, socket: str) -> ServiceProcess:
-    """The GPU service for `cfg.lipsync` on its device."""
+def gpu_service(cfg: StudioConfig, socket: str, *, with_asr: bool = False) -> ServiceProcess:
+    """The GPU service for `cfg.lipsync` on its device (and Whisper for every worker, `with_asr`)."""
     command = [
         sys.executable, "-m", "models.lipsync.server", "--socket", socket, "--device", cfg.lipsync.device,
         "--max-batch", str(cfg.lipsync.max_batch), "--kernel", cfg.lipsync.kernel,
     ]  # fmt: skip
     if cfg.lipsync.model != "none" and cfg.lipsync.checkpoint:
         command += ["--model", cfg.lipsync.model, "--checkpoint", cfg.lipsync.checkpoint]
+    if with_asr:
+        command += ["--asr", cfg.asr.model, "--asr-device", cfg.asr.device]
+        command += ["--asr-language", cfg.asr.language] if cfg.asr.language else []
     service = ServiceProcess("GPU service", command, _prints_ready)
     return service
 

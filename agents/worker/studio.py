@@ -90,10 +90,18 @@ def freeze_heap(why: str) -> None:
 
 class Studio:
     def __init__(
-        self, cfg: StudioConfig, *, clock: Clock | None = None, lipsync: LipSync | None = None, cores: int | None = None
+        self,
+        cfg: StudioConfig,
+        *,
+        clock: Clock | None = None,
+        lipsync: LipSync | None = None,
+        cores: int | None = None,
+        asr_socket: str | None = None,
     ) -> None:
         """`lipsync`: the GPU service's client (default: render here); `cores`: this worker's share of
-        the machine's cores, which admission budgets (default: all of them)."""
+        the machine's cores, which admission budgets (default: all of them); `asr_socket`: the GPU
+        service runs Whisper for every worker (default: load it here)."""
+        self.asr_socket = asr_socket
         self.cfg = cfg
         self.clock = clock
         self.lipsync: LipSync = lipsync or local_lipsync(cfg)
@@ -189,7 +197,17 @@ class Studio:
         loop = asyncio.get_running_loop()
         asr = self.cfg.asr
         try:
-            self.asr = await loop.run_in_executor(None, lambda: WhisperASR.load(asr.model, device=asr.device))
+            if self.asr_socket is not None:
+                from models.asr_remote import RemoteASR
+
+                def on_cpu() -> ASR:
+                    return WhisperASR.load(asr.model, device="cpu", language=asr.language)
+
+                self.asr = await RemoteASR.connect(self.asr_socket, fallback=on_cpu)
+                return
+            self.asr = await loop.run_in_executor(
+                None, lambda: WhisperASR.load(asr.model, device=asr.device, language=asr.language)
+            )
         except Exception as exc:
             log.error("speech recognition unavailable (%s); viewers can still type", exc)
 

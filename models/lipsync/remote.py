@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from models.batcher import Expired, Overloaded
 from models.frame_ring import FrameRing
 from models.lipsync.i420 import i420_rows
 from models.lipsync.service import LipSyncService
-from models.lipsync.wire import WireError, fds_path, pack, read_message
+from models.lipsync.wire import WireError, fds_path, pack, read_message, send_ring
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ class RemoteLipSync:
                 {"client": self._client, "ring": entry.ring_id, "shape": list(entry.ring.frame_shape),
                  "slots": entry.ring.slots, "extra": entry.ring.extra_bytes}
             )  # fmt: skip
-            answer = await asyncio.to_thread(_send_ring, fds_path(self.path), header, entry.ring.fd)
+            answer = await asyncio.to_thread(send_ring, fds_path(self.path), header, entry.ring.fd)
             if answer != b"ok":
                 raise RuntimeError(f"the GPU service refused a frame ring: {answer.decode(errors='replace')}")
             entry.registered = self._epoch
@@ -315,12 +314,3 @@ class RemoteLipSync:
             await self._fallback.aclose()
         for entry in self._rings:
             entry.ring.close()
-
-
-def _send_ring(path: str, header: bytes, fd: int) -> bytes:
-    """Blocking: one connection to the service's fd socket carrying the ring's memfd."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(10)
-        conn.connect(path)
-        socket.send_fds(conn, [header], [fd])
-        return conn.recv(4096)

@@ -1,6 +1,7 @@
 """The GPU service: one process that owns the device and renders lip-sync for every media worker.
 
     python -m models.lipsync.server --socket PATH --device cuda:0 [--max-batch 64] [--kernel auto]
+        [--model wav2lip --checkpoint PATH] [--asr builtin:tiny.en --asr-device cuda:0]
 
 Workers connect over a unix socket (wire.py) and hand over their frame rings once; every render
 request of every channel of every worker then goes into ONE deadline batcher (the same
@@ -36,14 +37,17 @@ from models.lipsync.wire import WireError, fds_path, pack, read_message
 from models.protocols import PreparedFace
 
 log = logging.getLogger("avatarcast.gpu")
+# the audio ring of a client's speech recognition is ring 0 (models/asr_remote.py); frame rings count from 1
 
 MAX_RING_BYTES = 1 << 30
 """A worker's ring larger than this is refused (a bug or an attack, not a channel's frames)."""
 
 
 class RenderServer:
-    def __init__(self, service: LipSyncService) -> None:
+    def __init__(self, service: LipSyncService, asr: Any = None) -> None:
+        """`asr`: a WhisperASR on the device, for every worker's listening sessions (or None)."""
         self.service = service
+        self.asr = asr
         self.faces: dict[int, PreparedFace] = {}
         self._face_ids: dict[int, int] = {}  # id(prepared face) -> face id: channels share prepared faces
         self.rings: dict[tuple[int, int], MappedRing] = {}
@@ -60,7 +64,12 @@ class RenderServer:
                 message = await read_message(reader)
                 op = message["op"]
                 if op == "hello":
-                    writer.write(pack({"op": "hello", "client": client, "device": str(self.service.device)}))
+                    asr = {"multilingual": self.asr.multilingual} if self.asr is not None else None
+                    writer.write(
+                        pack({"op": "hello", "client": client, "device": str(self.service.device), "asr": asr})
+                    )
+                elif op == "transcribe":
+                    jobs[message["id"]] = asyncio.create_task(self._transcribe(client, message, writer, jobs))
                 elif op == "prepare":
                     jobs[-message["id"]] = asyncio.create_task(self._prepare(message, writer, jobs))
                 elif op == "render":
@@ -74,6 +83,8 @@ class RenderServer:
         except (asyncio.IncompleteReadError, ConnectionError, WireError) as exc:
             if not isinstance(exc, asyncio.IncompleteReadError):
                 log.warning("client %d: dropped (%s)", client, exc)
+        except asyncio.CancelledError:  # the service is stopping: this connection ends with it
+            pass
         finally:
             for task in jobs.values():
                 task.cancel()
@@ -136,6 +147,26 @@ class RenderServer:
         with contextlib.suppress(ConnectionError):
             writer.write(pack(reply))
 
+    async def _transcribe(
+        self, client: int, message: dict[str, Any], writer: asyncio.StreamWriter, jobs: dict[int, Any]
+    ) -> None:
+        job = message["id"]
+        try:
+            if self.asr is None:
+                raise ValueError("this service runs no speech recognition")
+            ring = self.rings[(client, 0)]
+            audio = ring.view(int(message["slot"])).view(np.float32)[: int(message["samples"])].copy()
+            work = self.asr.transcribe(audio, beam_size=int(message["beam"]), urgent=bool(message["urgent"]))
+            reply: dict[str, Any] = {"op": "transcribed", "id": job, "text": await asyncio.wrap_future(work)}
+        except asyncio.CancelledError:
+            reply = {"op": "error", "id": job, "kind": "failed", "error": "cancelled"}
+        except Exception as exc:
+            reply = {"op": "error", "id": job, "kind": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            jobs.pop(job, None)
+        with contextlib.suppress(ConnectionError):
+            writer.write(pack(reply))
+
     # ------------------------------------------------------------------ rings (their own socket)
     def take_rings(self, listener: socket.socket) -> None:
         """The fd thread: each connection hands over one ring's memfd (SCM_RIGHTS) and gets b"ok"."""
@@ -176,7 +207,12 @@ class RenderServer:
 async def serve(args: argparse.Namespace) -> None:
     neural = NeuralModel(args.model, Path(args.checkpoint)) if args.model else None
     service = LipSyncService(args.device, max_batch=args.max_batch, sprite_kernel=args.kernel, neural=neural)
-    server = RenderServer(service)
+    asr = None
+    if args.asr:
+        from models.asr_whisper import WhisperASR
+
+        asr = await asyncio.to_thread(WhisperASR.load, args.asr, args.asr_device, language=args.asr_language)
+    server = RenderServer(service, asr)
     for path in (args.socket, fds_path(args.socket)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -197,6 +233,8 @@ async def serve(args: argparse.Namespace) -> None:
         control.close()
         listener.close()
         await service.aclose()
+        if asr is not None:
+            asr.close()
         for path in (args.socket, fds_path(args.socket)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -210,6 +248,9 @@ def main() -> None:
     parser.add_argument("--kernel", default="auto")
     parser.add_argument("--model", default=None, help="wav2lip | wav2lip256: photo and video packs' network")
     parser.add_argument("--checkpoint", default=None, help="the network's checkpoint file")
+    parser.add_argument("--asr", default=None, help="a Whisper model to serve every worker's speech recognition")
+    parser.add_argument("--asr-device", default="auto")
+    parser.add_argument("--asr-language", default=None)
     args = parser.parse_args()
     with contextlib.suppress(OSError, AttributeError):  # stop with the front, however it ends
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -14,6 +14,8 @@ A message is a 4-byte big-endian length, then a msgpack map with an "op" key:
   cancel    {id}                                         (the job still answers: done or error)
   forget    {key}
   metrics   {id}                                         -> metrics {id, data}
+  transcribe {id, slot, samples, beam, urgent}           -> transcribed {id, text} | error
+             (the audio, float32 16 kHz, lies in the client's audio ring: ring 0)
   error     {id, kind: pack | overloaded | expired | failed | bad, error}
 Ring registration on `<path>.fds`: {client, ring, shape, slots} with the memfd -> b"ok" or an error text.
 """
@@ -21,6 +23,7 @@ Ring registration on `<path>.fds`: {client, ring, shape, slots} with the memfd -
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from typing import Any
 
@@ -59,3 +62,12 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
 def fds_path(path: str) -> str:
     """Where the service takes ring file descriptors."""
     return path + ".fds"
+
+
+def send_ring(path: str, header: bytes, fd: int) -> bytes:
+    """Blocking: one connection to the service's fd socket carrying a ring's memfd; -> its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(path)
+        socket.send_fds(conn, [header], [fd])
+        return conn.recv(4096)
