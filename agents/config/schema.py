@@ -127,6 +127,10 @@ class PersonaConfig(_Model):
     grounding"); guided: the model phrases the picked lines, and a sentence with a number, name or policy
     not in them is never aired (falls back to strict); free: the model answers from the retrieved facts,
     numbers checked (a big model)."""
+    selection: Literal["retrieval", "model"] = "retrieval"
+    """Who picks the fact lines that answer (strict and guided). retrieval: the best-ranked lines; model: the
+    LLM picks among retrieval's best three or says none, constrained to that by vLLM's structured outputs
+    (a bigger model; the embedded 135M one picked worse than retrieval, README "Answers and grounding")."""
     aliases: dict[str, list[str]] = {}
     """What viewers call the facts' products, games or dishes, e.g. {"Trail Pro": ["hiking boots", "hikers"]}:
     questions that use these names are matched to the facts about it."""
@@ -237,15 +241,18 @@ class LLMConfig(_Model):
             return {"CUDA_VISIBLE_DEVICES": ",".join(str(first + i) for i in range(self.tensor_parallel_size))}
         return {"CUDA_VISIBLE_DEVICES": ""} if self.device == "cpu" else {}
 
-    def server_args(self) -> list[str]:
-        """The settings above as vLLM server flags (those that apply on this kind of device)."""
+    def server_args(self, on_gpu: bool) -> list[str]:
+        """The settings above as vLLM server flags, for a GPU or for the CPU (where the KV cache is
+        sized in bytes: vLLM's CPU backend reads gpu_memory_utilization as a share of all RAM)."""
         args = ["--max-num-seqs", str(self.max_num_seqs), "--enforce-eager"]
         args += ["--enable-prefix-caching"] if self.enable_prefix_caching else ["--no-enable-prefix-caching"]
         if self.quantization is not None:
             args += ["--quantization", self.quantization]
-        if self.device != "cpu":
+        if on_gpu:
             args += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
             args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        else:
+            args += ["--kv-cache-memory-bytes", str(int(self.kv_cache_gib * 2**30))]
         return args
 
 

@@ -13,9 +13,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from agents.config import StudioConfig
+from agents.config import LLMConfig, StudioConfig
 from agents.front.placement import describe
 from agents.worker.studio import Studio, load_llm
 
@@ -50,6 +51,43 @@ def port_problem(host: str, port: int) -> str:
         except OSError as exc:
             return f"{host}:{port}: {exc.strerror}; fix: free the port, or choose another with --port or server.port"
     return ""
+
+
+def llm_memory(cfg: LLMConfig, say: Callable[[str], None]) -> str:
+    """Say what the configured model will take in memory (models/llm_memory.py: weights by dtype or
+    quantization, and the KV cache); '' when it fits, else why not, before minutes go into loading it."""
+    from models.defaults import default_llm_dir
+    from models.llm_memory import estimate_for_folder
+
+    model_dir = default_llm_dir() if cfg.model == "builtin:smollm2" else Path(cfg.model)
+    if not (model_dir / "config.json").is_file():
+        return ""  # loading says what is missing, with the fix
+    gpu_total = None
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _cuda_available())
+    if not on_cpu:
+        import torch
+
+        index = int(cfg.device.split(":")[1]) if ":" in cfg.device else 0
+        gpu_total = float(torch.cuda.get_device_properties(index).total_memory)
+    memory = estimate_for_folder(
+        model_dir,
+        dtype=cfg.dtype,
+        quantization=cfg.quantization,
+        max_model_len=cfg.max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        kv_cache_gib=cfg.kv_cache_gib if on_cpu else None,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_total_bytes=gpu_total,
+    )
+    say(f"        LLM memory: {memory.describe()}")
+    return memory.problem()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 async def preflight(cfg: StudioConfig, say: Callable[[str], None]) -> list[Check]:
@@ -119,6 +157,8 @@ async def preflight(cfg: StudioConfig, say: Callable[[str], None]) -> list[Check
             if cfg.llm.backend == "openai":  # a remote server: is it there?
                 url = urlsplit(cfg.llm.base_url or "")
                 return await _tcp(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+            if problem := llm_memory(cfg.llm, say):
+                return problem
             engine = await load_llm(cfg.llm)
             aclose = getattr(engine, "aclose", None)
             if aclose is not None:

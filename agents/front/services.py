@@ -67,9 +67,12 @@ class ServiceProcess:
     async def start(self, timeout_s: float) -> None:
         """Start it and wait until it is ready; raise RuntimeError if it is not within `timeout_s`."""
         output = self.log_file.open("ab") if self.log_file is not None else None
+        # a process that says `ready` on stdout gets a pipe; one with a log writes everything there. (A pipe
+        # its children inherit would keep asyncio's wait() from returning after the process itself died.)
+        stdout = output if output is not None else asyncio.subprocess.PIPE
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.command, stdout=asyncio.subprocess.PIPE, stderr=output, env=self.env, start_new_session=True
+                *self.command, stdout=stdout, stderr=output, env=self.env, start_new_session=True
             )
         finally:
             if output is not None:
@@ -95,6 +98,8 @@ class ServiceProcess:
                 code = await self.process.wait()
                 if self._closing:
                     return
+                with contextlib.suppress(ProcessLookupError):  # what it started (vLLM's engine core) goes too
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.restarts += 1
                 log.error("%s (pid %d) died with %s; restarting it", self.name, self.process.pid, code)
             self.state = "restarting"
@@ -159,14 +164,17 @@ def gpu_service(cfg: StudioConfig, socket: str, *, with_asr: bool = False) -> Se
 
 def llm_server(cfg: LLMConfig, port: int, log_file: Path) -> tuple[ServiceProcess, LLMConfig]:
     """vLLM's OpenAI-compatible server for `cfg`, and the LLM config that workers use to reach it."""
+    import torch
+
     from models.defaults import default_llm_dir
 
     model = str(default_llm_dir()) if cfg.model == "builtin:smollm2" else cfg.model
+    on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
         "--port", str(port), "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len),
         "--served-model-name", SERVED_MODEL,
-        *cfg.server_args(),
+        *cfg.server_args(on_gpu=on_gpu),
     ]  # fmt: skip
     key = os.environ.setdefault(LLM_KEY_ENV, _new_key())  # the workers inherit it; never on a command line
     env = {**os.environ, **cfg.device_env(), "VLLM_API_KEY": key, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
