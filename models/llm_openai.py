@@ -2,6 +2,7 @@
 
 For a studio whose LLM runs on a GPU box (`python -m vllm.entrypoints.openai.api_server …`).
 The server batches every channel's requests itself; this client only streams one reply per call.
+Structured outputs (GenerationParams.choice / json_schema) travel as vLLM's request fields.
 Cancelling is a disconnect: closing the response makes vLLM abort the request, so a viewer who
 interrupts the avatar frees the server's slot at once. The API key only ever goes into the
 Authorization header: it is in no message, log line or repr.
@@ -54,6 +55,7 @@ class OpenAICompatibleLLM:
         }
         if params.stop:
             body["stop"] = list(params.stop)
+        body.update(structured_output_fields(params))
         if priority:
             body["priority"] = priority  # a vLLM extension: sent only when it says something
         headers = {"X-Request-Id": request_id}
@@ -106,6 +108,18 @@ async def _content_deltas(response: aiohttp.ClientResponse, request_id: str) -> 
                 yield text
     if not done:
         raise LLMError(f"request {request_id}: the server closed the stream before the end of the reply")
+
+
+def structured_output_fields(params: GenerationParams) -> dict[str, Any]:
+    """The request fields that constrain the reply. A choice goes in vLLM's own `structured_outputs`
+    extension ({"choice": [...]}: the OpenAI API has no choice); a JSON schema in the standard
+    `response_format` ({"type": "json_schema", ...}), which vLLM's server maps onto the same thing."""
+    if params.choice is not None:
+        return {"structured_outputs": {"choice": list(params.choice)}}
+    if params.json_schema is not None:
+        schema = {"name": "reply", "schema": dict(params.json_schema), "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    return {}
 
 
 def _http_error(url: str, status: int, body: str) -> LLMError:

@@ -95,7 +95,11 @@ class ServerThread:
             await web.TCPSite(self.runner, "127.0.0.1", self.cfg.server.port).start()
 
         self.thread.start()
-        self.call(up(), timeout=120)
+        try:
+            self.call(up(), timeout=120)
+        except BaseException:
+            self.stop()  # whatever started (worker processes, vLLM's server) goes with it
+            raise
         return self
 
     def stop(self) -> None:

@@ -150,3 +150,34 @@ async def test_the_service_transcribes_for_workers_and_this_cpu_takes_over_witho
         asr.close()
     finally:
         service.stop()
+
+
+def test_a_voice_speaks_in_the_service_and_on_this_cpu_without_it(tmp_path: Path) -> None:
+    import threading
+
+    from models.tts_piper import PiperTTS
+    from models.tts_remote import RemoteVoice
+
+    service = Service(tmp_path)
+    service.start(["--tts"])
+    local = PiperTTS.load(None)
+    key = {"backend": "piper", "model": None, "speaker": None, "length_scale": 1.0, "language": None}
+    try:
+        voice = RemoteVoice.open(service.socket, key, lambda: local)
+        assert voice.sample_rate == local.sample_rate
+
+        def say(speaker: object) -> list:  # type: ignore[type-arg]
+            chunks: list = []  # type: ignore[type-arg]
+            speaker.synthesize_blocking("Hello there, welcome to the stream.", chunks.append, threading.Event())  # type: ignore[attr-defined]
+            return chunks
+
+        there, here = say(voice), say(local)
+        assert [p.phoneme for c in there for p in c.phonemes] == [p.phoneme for c in here for p in c.phonemes]
+        assert abs(sum(c.duration for c in there) - sum(c.duration for c in here)) < 0.3, "the same sentence"
+        assert max(abs(c.audio.astype(int)).max() for c in there) > 1000, "speech, not silence"
+        service.kill()
+        again = say(voice)  # no service: the same voice on this CPU, the sentence not lost
+        assert [p.phoneme for c in again for p in c.phonemes] == [p.phoneme for c in here for p in c.phonemes]
+        voice.close()
+    finally:
+        service.stop()

@@ -14,6 +14,7 @@ from agents.config.schema import (
     PersonaConfig,
     ServerConfig,
     StudioConfig,
+    TTSConfig,
     VideoConfig,
     VoiceConfig,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "PersonaConfig",
     "ServerConfig",
     "StudioConfig",
+    "TTSConfig",
     "VideoConfig",
     "VoiceConfig",
     "load_config",

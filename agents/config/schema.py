@@ -298,6 +298,17 @@ class LipSyncConfig(_Model):
         return self
 
 
+class TTSConfig(_Model):
+    process: Literal["auto", "shared", "worker"] = "auto"
+    """With a GPU service (several workers): shared speaks every channel's voice there, each voice
+    loaded once for every worker; worker loads voices in each worker; auto: shared for the voices that
+    run on a GPU (coqui), Piper (CPU) in each worker."""
+
+    def in_service(self, backend: str) -> bool:
+        """Whether a voice of `backend` speaks in the GPU service, when that speaks for the workers at all."""
+        return self.process == "shared" or (self.process == "auto" and backend == "coqui")
+
+
 class AdmissionConfig(_Model):
     """How full the box may get before a new channel is refused (each channel is measured when prepared)."""
 
@@ -313,6 +324,7 @@ class StudioConfig(_Model):
     lipsync: LipSyncConfig = LipSyncConfig()
     llm: LLMConfig = LLMConfig()
     asr: ASRConfig = ASRConfig()
+    tts: TTSConfig = TTSConfig()
     obs: ObsConfig | None = None
     irc: IRCConfig | None = None
     """The studio's one IRC connection (Twitch chat); channels name their IRC channel in chat.irc_channel."""

@@ -25,6 +25,7 @@ from agents.config import ConfigError, parse_channel
 from agents.front.front import Front
 from agents.front.links import WorkerGone
 from agents.worker.admission import AdmissionRefused
+from agents.worker.routes import unknown_channel
 from models.avatars import PackError
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,7 @@ async def _bearer(request: web.Request, handler: Any) -> web.StreamResponse:
 def channel_name(front: Front, name: str) -> str:
     """`name` if it is on air, else 404 with the names there are."""
     if name not in front.where:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(front.where)}),
-            content_type="application/json",
-        )
+        raise unknown_channel(name, front.where)
     return name
 
 

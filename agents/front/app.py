@@ -14,7 +14,6 @@ Routes
 from __future__ import annotations
 
 import html
-import json
 
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from agents.front import WEB_DIR
 from agents.front.admin import add_admin_routes
 from agents.front.front import Front
 from agents.front.metrics import CONTENT_TYPE, render
+from agents.worker.routes import unknown_channel
 
 MAX_BODY = 256 * 1024
 FRONT: web.AppKey[Front] = web.AppKey("front", Front)
@@ -43,10 +43,7 @@ async def viewer_page(request: web.Request) -> web.FileResponse:
     front = request.app[FRONT]
     name = request.match_info["channel"]
     if name not in front.where:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(front.where)}),
-            content_type="application/json",
-        )
+        raise unknown_channel(name, front.where)
     return web.FileResponse(WEB_DIR / "viewer.html")
 
 

@@ -23,7 +23,7 @@ from agents.chat.router import ChatRouter
 from agents.config import ChannelConfig, LLMConfig, StudioConfig
 from agents.front.links import LocalWorker, WorkerGone, WorkerLink
 from agents.front.obs_setup import channel_sources, obs_link
-from agents.front.placement import describe, shared_asr, shared_renderer, worker_count
+from agents.front.placement import describe, shared_asr, shared_renderer, voices_in_service, worker_count
 from agents.front.services import ServiceProcess
 from agents.worker.admission import AdmissionRefused
 from agents.worker.studio import Studio, StudioError
@@ -106,8 +106,9 @@ class Front:
             os.chmod(self.runtime_dir, 0o700)  # the control sockets: only this user reaches them
             gpu_socket = await self._start_services()
             self.workers, on_air, failed = await start_workers(
-                self, count, self.runtime_dir, self.cfg.channels, gpu_socket, asr_remote=shared_asr(self.cfg)
-            )
+                self, count, self.runtime_dir, self.cfg.channels, gpu_socket,
+                asr_remote=shared_asr(self.cfg), voices_remote=voices_in_service(self.cfg),
+            )  # fmt: skip
             for worker, names in on_air.items():
                 self._adopt(worker, names, {})
             self.failed.update(failed)
@@ -126,7 +127,7 @@ class Front:
         socket = None
         if shared_renderer(self.cfg):
             socket = str(self.runtime_dir / "gpu.sock")
-            gpu = gpu_service(self.cfg, socket, with_asr=shared_asr(self.cfg))
+            gpu = gpu_service(self.cfg, socket, with_asr=shared_asr(self.cfg), with_voices=voices_in_service(self.cfg))
             await gpu.start(GPU_READY_TIMEOUT_S)
             gpu.keep_alive(GPU_READY_TIMEOUT_S)
             self.services["gpu"] = gpu

@@ -48,6 +48,11 @@ def shared_asr(cfg: StudioConfig) -> bool:
     return cfg.asr.device == "auto" and _gpus() > 0
 
 
+def voices_in_service(cfg: StudioConfig) -> bool:
+    """Whether the GPU service speaks for the workers (tts.process; which voices: voice_in_service)."""
+    return shared_renderer(cfg) and cfg.tts.process != "worker"
+
+
 def _gpus() -> int:
     import torch
 
@@ -102,6 +107,12 @@ def describe(cfg: StudioConfig) -> tuple[list[str], list[str]]:
     where = "the GPU service, for every worker" if workers > 1 and shared_asr(cfg) else "each worker"
     lines.append(f"speech recognition: {cfg.asr.model} in {where}, on {asr}")
     backends = sorted({ch.voice.backend for ch in cfg.channels})
-    voice = ", ".join(f"{b} ({'CPU' if b == 'piper' else 'a GPU when torch sees one'})" for b in backends)
-    lines.append(f"voices: {voice or 'none'}, in each worker")
+    served = workers > 1 and voices_in_service(cfg)
+
+    def where(backend: str) -> str:
+        device = "CPU" if backend == "piper" else "a GPU when torch sees one"
+        place = "the GPU service" if served and cfg.tts.in_service(backend) else "each worker"
+        return f"{backend} in {place} ({device})"
+
+    lines.append(f"voices: {', '.join(where(b) for b in backends) or 'none'}")
     return lines, problems

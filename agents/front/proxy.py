@@ -8,7 +8,6 @@ restarting, the channel answers 503 with Retry-After: the viewer page retries by
 
 from __future__ import annotations
 
-import json
 import logging
 
 import aiohttp
@@ -16,6 +15,7 @@ from aiohttp import web
 
 from agents.front.front import Front
 from agents.front.links import WorkerGone
+from agents.worker.routes import unknown_channel
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     name = request.match_info["channel"]
     worker = front.where.get(name)
     if worker is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(front.where)}),
-            content_type="application/json",
-        )
+        raise unknown_channel(name, front.where)
     try:
         session = worker.session  # type: ignore[attr-defined]
     except WorkerGone as exc:

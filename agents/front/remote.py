@@ -24,6 +24,7 @@ import aiohttp
 from agents.chat.messages import IRCLine
 from agents.config import ChannelConfig
 from agents.front.links import WorkerGone
+from agents.front.services import die_with_parent
 from agents.supervisor import cancel_and_wait
 from agents.worker.admission import AdmissionRefused
 
@@ -54,7 +55,14 @@ class RemoteWorker:
     """A worker process and the front's connection to it (a WorkerLink)."""
 
     def __init__(
-        self, front: WorkerHost, index: int, folder: Path, lipsync_socket: str | None, cores: int, asr_remote: bool
+        self,
+        front: WorkerHost,
+        index: int,
+        folder: Path,
+        lipsync_socket: str | None,
+        cores: int,
+        asr_remote: bool = False,
+        voices_remote: bool = False,
     ) -> None:
         self.front = front
         self.index = index
@@ -64,6 +72,7 @@ class RemoteWorker:
         self._config = folder / f"worker-{index}.json"
         self._lipsync_socket = lipsync_socket
         self._asr_remote = asr_remote
+        self._voices_remote = voices_remote
         self._process: asyncio.subprocess.Process | None = None
         self._session: aiohttp.ClientSession | None = None
         self._state = "starting"
@@ -93,7 +102,10 @@ class RemoteWorker:
         if self._lipsync_socket:
             args += ["--lipsync-socket", self._lipsync_socket]
             args += ["--asr-remote"] if self._asr_remote else []
-        self._process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+            args += ["--voices-remote"] if self._voices_remote else []
+        self._process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent
+        )
         assert self._process.stdout is not None
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
@@ -236,11 +248,12 @@ async def start_workers(
     lipsync_socket: str | None,
     *,
     asr_remote: bool = False,
+    voices_remote: bool = False,
 ) -> tuple[list[RemoteWorker], dict[RemoteWorker, list[str]], dict[str, str]]:
     """Start `count` workers with `channels` dealt out in turn (all are empty, so each has the same
     headroom) -> the workers, what went on air where, and what failed with why."""
     cores = max(1, len(os.sched_getaffinity(0)) // count)
-    workers = [RemoteWorker(front, i, folder, lipsync_socket, cores, asr_remote) for i in range(count)]
+    workers = [RemoteWorker(front, i, folder, lipsync_socket, cores, asr_remote, voices_remote) for i in range(count)]
     dealt: dict[RemoteWorker, list[ChannelConfig]] = {w: channels[i::count] for i, w in enumerate(workers)}
     results = await asyncio.gather(*(w.start(dealt[w]) for w in workers), return_exceptions=True)
     started = [w for w, r in zip(workers, results, strict=True) if not isinstance(r, BaseException)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -72,8 +73,9 @@ class ServiceProcess:
         stdout = output if output is not None else asyncio.subprocess.PIPE
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.command, stdout=stdout, stderr=output, env=self.env, start_new_session=True
-            )
+                *self.command, stdout=stdout, stderr=output, env=self.env, start_new_session=True,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
         finally:
             if output is not None:
                 output.close()
@@ -140,6 +142,16 @@ class ServiceProcess:
         return {"state": self.state, "pid": self.pid, "restarts": self.restarts}
 
 
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: a forked child must not load libraries
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the front dies, however it dies (PR_SET_PDEATHSIG
+    outlives exec), so no helper process is left behind by a killed front."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 async def _prints_ready(process: asyncio.subprocess.Process) -> None:
     assert process.stdout is not None
     line = await process.stdout.readline()
@@ -147,14 +159,16 @@ async def _prints_ready(process: asyncio.subprocess.Process) -> None:
         raise RuntimeError(f"exited with {await process.wait()}")
 
 
-def gpu_service(cfg: StudioConfig, socket: str, *, with_asr: bool = False) -> ServiceProcess:
-    """The GPU service for `cfg.lipsync` on its device (and Whisper for every worker, `with_asr`)."""
+def gpu_service(cfg: StudioConfig, socket: str, *, with_asr: bool = False, with_voices: bool = False) -> ServiceProcess:
+    """The GPU service for `cfg.lipsync` on its device (and Whisper, `with_asr`, and voices,
+    `with_voices`, for every worker)."""
     command = [
         sys.executable, "-m", "models.lipsync.server", "--socket", socket, "--device", cfg.lipsync.device,
         "--max-batch", str(cfg.lipsync.max_batch), "--kernel", cfg.lipsync.kernel,
     ]  # fmt: skip
     if cfg.lipsync.model != "none" and cfg.lipsync.checkpoint:
         command += ["--model", cfg.lipsync.model, "--checkpoint", cfg.lipsync.checkpoint]
+    command += ["--tts"] if with_voices else []
     if with_asr:
         command += ["--asr", cfg.asr.model, "--asr-device", cfg.asr.device]
         command += ["--asr-language", cfg.asr.language] if cfg.asr.language else []

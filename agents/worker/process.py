@@ -159,7 +159,8 @@ async def serve(args: argparse.Namespace) -> None:
         on_cpu = cfg.model_copy(update={"lipsync": cfg.lipsync.model_copy(update={"device": "cpu", "kernel": "auto"})})
         lipsync = await RemoteLipSync.connect(args.lipsync_socket, fallback=lambda: local_lipsync(on_cpu))
     asr_socket = args.lipsync_socket if args.asr_remote else None
-    studio = Studio(cfg, lipsync=lipsync, cores=data.get("cores"), asr_socket=asr_socket)
+    voice_socket = args.lipsync_socket if args.voices_remote else None
+    studio = Studio(cfg, lipsync=lipsync, cores=data.get("cores"), asr_socket=asr_socket, voice_socket=voice_socket)
     runner: web.AppRunner | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="JSON: {studio: config, channels: [names to start]}")
     parser.add_argument("--lipsync-socket", default=None, help="the GPU service's socket, if it renders")
     parser.add_argument("--asr-remote", action="store_true", help="speech recognition runs in the GPU service too")
+    parser.add_argument("--voices-remote", action="store_true", help="voices speak in the GPU service (tts.process)")
     args = parser.parse_args()
     die_with_parent()
     logging.basicConfig(

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -42,14 +43,19 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+def unknown_channel(name: str, on_air: Iterable[str]) -> web.HTTPNotFound:
+    """404 for a channel that is not on air, with the names that are (every route's answer)."""
+    return web.HTTPNotFound(
+        text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(on_air)}),
+        content_type="application/json",
+    )
+
+
 def find_channel(studio: Studio, name: str) -> Channel:
     """The channel on air by that name, or 404 with the names there are (every route's lookup)."""
     channel = studio.channels.get(name)
     if channel is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": f"unknown channel {name!r}", "channels": sorted(studio.channels)}),
-            content_type="application/json",
-        )
+        raise unknown_channel(name, studio.channels)
     return channel
 
 

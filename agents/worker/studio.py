@@ -62,7 +62,16 @@ async def load_llm(cfg: LLMConfig) -> LLM | None:
     vllm_backend = await asyncio.to_thread(importlib.import_module, "models.llm_vllm")
     model_dir = default_llm_dir() if cfg.model == "builtin:smollm2" else Path(cfg.model)
     return await vllm_backend.VLLMEngine.start(
-        model_dir, dtype=cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib
+        model_dir,
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len,
+        kv_cache_gib=cfg.kv_cache_gib,
+        max_num_seqs=cfg.max_num_seqs,
+        quantization=cfg.quantization,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        device_env=cfg.device_env(),
     )
 
 
@@ -97,11 +106,15 @@ class Studio:
         lipsync: LipSync | None = None,
         cores: int | None = None,
         asr_socket: str | None = None,
+        voice_socket: str | None = None,
     ) -> None:
         """`lipsync`: the GPU service's client (default: render here); `cores`: this worker's share of
         the machine's cores, which admission budgets (default: all of them); `asr_socket`: the GPU
-        service runs Whisper for every worker (default: load it here)."""
+        service runs Whisper for every worker (default: load it here); `voice_socket`: it speaks the
+        voices tts.process places there."""
         self.asr_socket = asr_socket
+        self.voice_socket = voice_socket
+        self._remote_voices: dict[tuple[Any, ...], Voice] = {}
         self.cfg = cfg
         self.clock = clock
         self.lipsync: LipSync = lipsync or local_lipsync(cfg)
@@ -135,9 +148,29 @@ class Studio:
 
     async def voice(self, cfg: VoiceConfig) -> Voice:
         model = None if cfg.model == "builtin:joe" else Path(cfg.model)
+        if self.voice_socket is not None and self.cfg.tts.in_service(cfg.backend):
+            return await self._remote_voice(cfg, model)
         return await self.tts.voice(
             model, speaker=cfg.speaker, length_scale=cfg.length_scale, backend=cfg.backend, language=cfg.language
         )
+
+    async def _remote_voice(self, cfg: VoiceConfig, model: Path | None) -> Voice:
+        """The voice, speaking in the GPU service (loaded there once for every worker)."""
+        from models.tts_remote import RemoteVoice
+        from models.tts_service import load_voice
+
+        key = {"backend": cfg.backend, "model": str(model) if model else None, "speaker": cfg.speaker,
+               "length_scale": cfg.length_scale, "language": cfg.language}  # fmt: skip
+        ident = tuple(key.values())
+        if ident not in self._remote_voices:
+
+            def here() -> Voice:  # while the service is away: the same voice on this CPU
+                return load_voice(cfg.backend, model, speaker=cfg.speaker, length_scale=cfg.length_scale,
+                                  language=cfg.language)  # fmt: skip
+
+            assert self.voice_socket is not None
+            self._remote_voices[ident] = await asyncio.to_thread(RemoteVoice.open, self.voice_socket, key, here)
+        return self._remote_voices[ident]
 
     async def build_channel(self, cfg: ChannelConfig, *, starting: bool = False) -> Channel:
         """A prepared channel that fits next to the running ones (raises AdmissionRefused if not).

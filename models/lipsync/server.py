@@ -1,7 +1,7 @@
 """The GPU service: one process that owns the device and renders lip-sync for every media worker.
 
     python -m models.lipsync.server --socket PATH --device cuda:0 [--max-batch 64] [--kernel auto]
-        [--model wav2lip --checkpoint PATH] [--asr builtin:tiny.en --asr-device cuda:0]
+        [--model wav2lip --checkpoint PATH] [--asr builtin:tiny.en --asr-device cuda:0] [--tts]
 
 Workers connect over a unix socket (wire.py) and hand over their frame rings once; every render
 request of every channel of every worker then goes into ONE deadline batcher (the same
@@ -33,6 +33,7 @@ from models.batcher import Expired, Overloaded
 from models.frame_ring import MappedRing
 from models.lipsync.params import N_PARAMS
 from models.lipsync.service import LipSyncService, NeuralModel
+from models.lipsync.voices import ServiceVoices
 from models.lipsync.wire import WireError, fds_path, pack, read_message
 from models.protocols import PreparedFace
 
@@ -44,10 +45,12 @@ MAX_RING_BYTES = 1 << 30
 
 
 class RenderServer:
-    def __init__(self, service: LipSyncService, asr: Any = None) -> None:
-        """`asr`: a WhisperASR on the device, for every worker's listening sessions (or None)."""
+    def __init__(self, service: LipSyncService, asr: Any = None, *, voices: bool = False) -> None:
+        """`asr`: a WhisperASR on the device, for every worker's listening sessions (or None); `voices`:
+        speak for the workers too (voices loaded here on demand, models/lipsync/voices.py)."""
         self.service = service
         self.asr = asr
+        self.voices = ServiceVoices(lambda client, ring: self.rings[(client, ring)]) if voices else None
         self.faces: dict[int, PreparedFace] = {}
         self._face_ids: dict[int, int] = {}  # id(prepared face) -> face id: channels share prepared faces
         self.rings: dict[tuple[int, int], MappedRing] = {}
@@ -70,6 +73,14 @@ class RenderServer:
                     )
                 elif op == "transcribe":
                     jobs[message["id"]] = asyncio.create_task(self._transcribe(client, message, writer, jobs))
+                elif op in ("voice", "synthesize", "heard") and self.voices is None:
+                    writer.write(pack({"op": "error", "id": message.get("id"), "kind": "bad", "error": "no voices"}))
+                elif op == "voice":
+                    jobs[-(1 << 40) - message["id"]] = asyncio.create_task(self.voices.load(client, message, writer))
+                elif op == "synthesize":
+                    jobs[(1 << 40) + message["id"]] = asyncio.create_task(self.voices.say(client, message, writer))
+                elif op == "heard":
+                    self.voices.heard(client, message)
                 elif op == "prepare":
                     jobs[-message["id"]] = asyncio.create_task(self._prepare(message, writer, jobs))
                 elif op == "render":
@@ -89,6 +100,8 @@ class RenderServer:
             for task in jobs.values():
                 task.cancel()
             await asyncio.gather(*jobs.values(), return_exceptions=True)
+            if self.voices is not None:
+                self.voices.forget(client)
             self._drop_rings(client)
             writer.close()
 
@@ -212,7 +225,7 @@ async def serve(args: argparse.Namespace) -> None:
         from models.asr_whisper import WhisperASR
 
         asr = await asyncio.to_thread(WhisperASR.load, args.asr, args.asr_device, language=args.asr_language)
-    server = RenderServer(service, asr)
+    server = RenderServer(service, asr, voices=args.tts)
     for path in (args.socket, fds_path(args.socket)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -251,6 +264,7 @@ def main() -> None:
     parser.add_argument("--asr", default=None, help="a Whisper model to serve every worker's speech recognition")
     parser.add_argument("--asr-device", default="auto")
     parser.add_argument("--asr-language", default=None)
+    parser.add_argument("--tts", action="store_true", help="speak for every worker too (voices loaded on demand)")
     args = parser.parse_args()
     with contextlib.suppress(OSError, AttributeError):  # stop with the front, however it ends
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -15,6 +15,9 @@ A message is a 4-byte big-endian length, then a msgpack map with an "op" key:
   forget    {key}
   metrics   {id}                                         -> metrics {id, data}
   transcribe {id, slot, samples, beam, urgent}           -> transcribed {id, text} | error
+  voice     {id, key: how to load it}                    -> voice {id, rate} | error
+  synthesize {id, ring, text}                            -> chunk {id, slot, samples, rate, phonemes} ...,
+             said {id} | error; the client answers each chunk with heard {id, slot} (the slot is free)
              (the audio, float32 16 kHz, lies in the client's audio ring: ring 0)
   error     {id, kind: pack | overloaded | expired | failed | bad, error}
 Ring registration on `<path>.fds`: {client, ring, shape, slots} with the memfd -> b"ok" or an error text.
@@ -57,6 +60,30 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any]:
     if not isinstance(message.get("op"), str):
         raise WireError("a message without an op")
     return message
+
+
+def read_message_blocking(sock: socket.socket) -> dict[str, Any]:
+    """The next message from a blocking socket (a worker thread's own connection)."""
+    (length,) = _LENGTH.unpack(_recv_exactly(sock, _LENGTH.size))
+    if length > MAX_MESSAGE:
+        raise WireError(f"a message of {length} bytes (at most {MAX_MESSAGE})")
+    try:
+        message = _decoder.decode(_recv_exactly(sock, length))
+    except msgspec.DecodeError as exc:
+        raise WireError(f"not msgpack: {exc}") from None
+    if not isinstance(message.get("op"), str):
+        raise WireError("a message without an op")
+    return message
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        part = sock.recv(n - len(data))
+        if not part:
+            raise ConnectionError("the GPU service closed the connection")
+        data += part
+    return bytes(data)
 
 
 def fds_path(path: str) -> str:
