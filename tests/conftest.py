@@ -40,11 +40,13 @@ def free_port() -> int:
 
 def studio_config(channels: list[dict[str, Any]], llm: dict[str, Any] | None = None, **server: Any) -> StudioConfig:
     """A config with test defaults: loopback, a free port, no greeting, no LLM unless asked for,
-    and a chat box that says what it is given unless a channel says otherwise."""
+    and a chat box that says what it is given unless a channel says otherwise. Every test client is
+    127.0.0.1, so the per-address limits are lifted unless a test sets them (tests/test_web_guard.py)."""
     channels = [{"conversation": {"chat": "say"}, **ch} for ch in channels]
+    every_client_is_loopback = {"offers_per_minute": 100_000, "chats_per_minute": 100_000, "max_peers_per_client": 1000}
     return parse_config(
         {
-            "server": {"host": "127.0.0.1", "port": free_port(), **server},
+            "server": {"host": "127.0.0.1", "port": free_port(), **every_client_is_loopback, **server},
             "lipsync": {"device": "cpu"},
             "llm": llm or {"backend": "none"},
             "channels": channels,

@@ -20,7 +20,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "name": "nova",
         "video": {"width": 256, "height": 256},
         # a long answer (~1600 tokens): still generating when stopped
-        "persona": {"max_answer_words": 1000},
+        "persona": {"max_answer_words": 1000, "grounding": "free"},  # the model's own answer, streamed
         "conversation": {"chat": "ask", "first_token_timeout_s": 10},
     }
     llm = {"backend": "vllm", "model": str(model), "max_model_len": 2048, "kv_cache_gib": 1}
@@ -43,7 +43,7 @@ async def test_the_answer_streams_into_speech_and_a_stop_aborts_the_llm_request(
     assert "llm_first_token" in turn.stages and "first_clause" in turn.stages
     assert not turn.degraded, turn.degraded
     running = engine.unfinished_requests()
-    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/c/nova/interrupt") as res:
+    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/c/nova/interrupt", json={}) as res:
         assert (await res.json())["stopped"] == [turn_id]
     await eventually(lambda: engine.unfinished_requests() == 0, 5, "the LLM request to be aborted")
     await eventually(lambda: turn.finished.is_set(), 5, "the turn to end")

@@ -104,7 +104,7 @@ async def test_a_cut_answer_captions_only_the_words_that_aired(server: ServerThr
         async with http.post(f"{server.url}/c/cap/chat", json={"text": LONG, "mode": "say"}) as res:
             assert res.status == 202
         await eventually(lambda: sum(e["type"] == "word" for e in got) >= 3, 20, "three words heard")
-        async with http.post(f"{server.url}/c/cap/interrupt") as res:
+        async with http.post(f"{server.url}/c/cap/interrupt", json={}) as res:
             assert res.status == 200
     await asyncio.wait_for(reader, 30)
     words = [e["word"] for e in got if e["type"] == "word"]

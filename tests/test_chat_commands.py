@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from agents.chat.commands import Request, allowed, help_text, parse_request
+from agents.chat.commands import Request, allowed, help_text, parse_request, without_cheers
 from agents.chat.messages import ChatMessage, IRCLine, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import QUOTE_RULE, build_persona, quoting
@@ -192,3 +193,25 @@ def test_the_send_window_allows_limit_posts_per_window() -> None:
     assert window.wait_s() == pytest.approx(20.0)
     t[0] = 30.0
     assert window.wait_s() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "bits", "expected"),
+    [
+        ("cheer100 !ask do you ship to Canada?", 100, Request("ask", "do you ship to Canada?")),
+        ("!ask do you ship cheer50 to Canada? Cheer50", 100, Request("ask", "do you ship to Canada?")),
+        ("BibleThump10 @avatarbot do you ship to Canada?", 10, Request("ask", "do you ship to Canada?")),
+        ("cheer100 nice stream", 100, None),
+        ("r2d2 !ask is it waterproof", 0, None),  # no bits, no cheermotes: a word like r2d2 stays
+    ],
+)
+def test_cheers_anywhere_in_the_line_leave_the_request(text: str, bits: int, expected: Request | None) -> None:
+    msg = ChatMessage(text=text, login="vic", display_name="Vic", bits=bits)
+    assert parse_request(without_cheers(msg), prefix="!", mention_nick="avatarbot") == expected
+
+
+def test_the_announcement_names_the_viewer_and_reads_a_question_only_when_asked_to() -> None:
+    assert "{question}" not in ChatConfig().announce and "{name}" in ChatConfig().announce
+    with pytest.raises(ValidationError, match=r"verbatim on air; fix: drop \{question\}, or set read_questions: true"):
+        ChatConfig(announce="{name} asks: {question}")
+    assert ChatConfig(announce="{name} asks: {question}", read_questions=True).read_questions

@@ -88,7 +88,8 @@ async def test_commands_from_irc_clients_are_obeyed_by_role_spoken_and_answered_
             lambda ln: ln.command == "PRIVMSG" and ln.nick == "avatarbot", 15, "the answer in chat", since=seen
         )
         assert reply.params == ["#gamma", "@bob We sell light running shoes."]
-        assert air.said("bob asks: what do you sell?"), "the avatar says whom it answers"
+        assert air.said("here's a question from bob."), "the avatar says whom it answers"
+        assert not air.began("bob asks: what do you sell"), "and never reads a viewer's words out verbatim"
         assert air.said("we sell light running shoes")
         await eventually(lambda: gamma.conversation.memory.messages(), 5, "the exchange in memory")
 

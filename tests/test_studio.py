@@ -159,6 +159,10 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> ServerThread:
 
 async def _call(srv: ServerThread, method: str, path: str, token: str | None = TOKEN, **kw):  # type: ignore[no-untyped-def]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method == "POST" and "json" not in kw and "data" not in kw:
+        kw["json"] = {}  # state-changing requests are JSON (agents/front/guard.py)
+    if "data" in kw:
+        headers["Content-Type"] = "application/json"
     async with aiohttp.ClientSession() as http, http.request(method, srv.url + path, headers=headers, **kw) as res:
         return res.status, await res.json()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agents.chat.messages import Role
+from agents.chat.messages import ChatMessage, Role
 from agents.config.chat import DEFAULT_PERMISSIONS, ChatConfig
 
 COMMANDS = tuple(DEFAULT_PERMISSIONS)
@@ -34,6 +34,18 @@ class Request:
     arg: str = ""
     unknown: str = ""
     """The word after the prefix, when it named no command."""
+
+
+_CHEERMOTE = re.compile(r"(?<!\S)[A-Za-z]+\d+(?!\S)")
+"""A cheer's token (Cheer100, BibleThump50 ...): Twitch writes it into the line, often first."""
+
+
+def without_cheers(msg: ChatMessage) -> str:
+    """The text of a cheering message without its cheermotes, so `cheer100 !ask ...` is a request and
+    the question is the viewer's words alone. Only a message with bits has cheermotes."""
+    if msg.bits <= 0:
+        return msg.text
+    return " ".join(_CHEERMOTE.sub(" ", msg.text).split())
 
 
 def parse_request(text: str, *, prefix: str, mention_nick: str | None) -> Request | None:

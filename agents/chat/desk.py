@@ -6,8 +6,9 @@
      say:     the mods' lane: aired before any question, after the broadcast delay
      ask:     the question queue (priority, dedupe, max age, bounded), paced
 The desk airs one item at a time and waits until it is finished, so the queue, not the
-channel, decides what comes next. A question airs as two turns: the announce ("alice asks:
-..."), so viewers hear whom the avatar answers, then the answer; `!skip` stops both.
+channel, decides what comes next. A question airs as two turns: the announce ("Here's a question
+from alice.", so viewers hear whom the avatar answers; a viewer's words are read out only with
+read_questions, after the moderation filter), then the answer; `!skip` stops both.
 `!pause` only stops new questions from being started: the answer on air goes on (`!skip` cuts
 it), and commands, `!say` included, keep working.
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from agents.chat.commands import NEEDS_TEXT, USAGE, Request, allowed, help_text, parse_request
+from agents.chat.commands import NEEDS_TEXT, USAGE, Request, allowed, help_text, parse_request, without_cheers
 from agents.chat.messages import ChatMessage, Retraction, Role
 from agents.chat.moderation import Moderation, Refused
 from agents.chat.personas import build_persona, quoting
@@ -136,7 +137,7 @@ class ChatDesk:
     # ------------------------------------------------------------------ input
     def receive(self, msg: ChatMessage) -> Outcome:
         """A chat line from IRC: a request for the bot is handled, the rest of chat left alone."""
-        if parse_request(msg.text, prefix=self.cfg.prefix, mention_nick=self._mention) is None:
+        if parse_request(without_cheers(msg), prefix=self.cfg.prefix, mention_nick=self._mention) is None:
             self.counts["ignored"] += 1
             return Outcome("ignored")
         return self._handle(msg, None)
@@ -154,7 +155,7 @@ class ChatDesk:
 
     def _handle(self, msg: ChatMessage, default: str | None) -> Outcome:
         try:
-            text = self.moderation.check_input(msg.text)
+            text = self.moderation.check_input(without_cheers(msg))
         except Refused as exc:
             return self._refuse("refused", msg, f"refused: {exc}")
         request = parse_request(text, prefix=self.cfg.prefix, mention_nick=self._mention)
@@ -319,8 +320,9 @@ class ChatDesk:
 
     async def _air_question(self, q: Question) -> None:
         self._current_msg = q.msg
-        announce = self.cfg.announce.format(name=q.msg.display_name, question=q.text)
-        announce = self.moderation.filter_output(announce) or self.cfg.announce.format(name="someone", question=q.text)
+        question = (self.moderation.filter_output(q.text) or "") if self.cfg.read_questions else ""
+        announce = self.cfg.announce.format(name=q.msg.display_name, question=question)
+        announce = self.moderation.filter_output(announce) or self.cfg.announce.format(name="someone", question="")
         if await self._start_current("say", announce, q.msg) is None:
             return
         answer = await self._start_current("answer", q.text, q.msg)

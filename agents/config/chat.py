@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.config.secrets import HOW_TO, SecretRef
 
@@ -107,8 +107,11 @@ class ChatConfig(_Model):
     max_question_age_s: float = Field(120.0, gt=0, le=86400)
     """A question still queued this long after it was asked is dropped as stale."""
     queue_size: int = Field(20, ge=1, le=1000)
-    announce: str = Field("{name} asks: {question}", max_length=200)
-    """Said before each answer, so viewers hear whom the avatar answers; {name}, {question}."""
+    announce: str = Field("Here's a question from {name}.", max_length=200)
+    """Said before each answer, so viewers hear whom the avatar answers ({name}). It never speaks a
+    viewer's words verbatim unless `read_questions` is on: then {question} may appear, and is read
+    after the moderation filter (a blocklisted question is not read at all)."""
+    read_questions: bool = False
     blocklist: list[str] = []
     """Words and phrases: a chat line holding one is refused; in what the avatar says they are replaced."""
     output_filter: Literal["replace", "skip"] = "replace"
@@ -157,6 +160,14 @@ class ChatConfig(_Model):
         if "{name}" not in text:
             raise ValueError("the avatar must say whom it answers; fix: put {name} in it")
         return text
+
+    @model_validator(mode="after")
+    def _reads_questions_only_when_asked(self) -> ChatConfig:
+        if "{question}" in self.announce and not self.read_questions:
+            raise ValueError(
+                "announce would speak viewers' words verbatim on air; fix: drop {question}, or set read_questions: true"
+            )
+        return self
 
     @field_validator("blocklist")
     @classmethod

@@ -42,10 +42,29 @@ class ServerConfig(_Model):
     ice_servers: list[IceServer] = []
     candidate_addresses: Literal["auto"] | list[str] = "auto"
     """ICE host candidates the server offers. auto: 127.0.0.1 when `host` is loopback, else all."""
+    trusted_origins: list[str] = []
+    """Origins besides the studio's own that may change state (chat, interrupt, offer, admin), e.g. an
+    OBS dock's page: ["http://localhost:8000"]. Any other web page's requests are refused (403)."""
+    offers_per_minute: int = Field(30, ge=1, le=100000)
+    """WebRTC offers one client address may make per minute (a burst of a fifth of it at once); 429 past it."""
+    chats_per_minute: int = Field(30, ge=1, le=100000)
+    """Chat messages and stop presses one client address may post per minute (the same burst); 429 past it."""
+    max_peers_per_client: int = Field(8, ge=1, le=10000)
+    """Open WebRTC viewers one client address may hold across the channels of a worker."""
+    max_peers: int = Field(500, ge=1, le=100000)
+    """Open WebRTC viewers a worker holds in all."""
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = 1
     """Media worker processes the channels are spread over. 1: one process (small machines, tests);
     auto: one per two cores from 4 cores up (each worker's event loop and encoders keep ~2 busy);
     or a number. The front keeps the one public port and routes each channel to its worker."""
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin; fix: scheme and host, e.g. http://localhost:8000")
+        return [o.lower() for o in origins]
 
     @field_validator("candidate_addresses")
     @classmethod

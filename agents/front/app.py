@@ -20,6 +20,7 @@ from aiohttp import web
 from agents.front import WEB_DIR
 from agents.front.admin import add_admin_routes
 from agents.front.front import Front
+from agents.front.guard import guard
 from agents.front.metrics import CONTENT_TYPE, render
 from agents.worker.routes import unknown_channel
 
@@ -56,7 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(front: Front) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[guard(front.cfg.server)])
     app[FRONT] = front
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)

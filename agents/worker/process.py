@@ -124,7 +124,7 @@ def queue_post(queue: asyncio.Queue[dict[str, str] | None]) -> Any:
 
 def make_worker_app(studio: Studio) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
-    add_channel_routes(app, studio)
+    add_channel_routes(app, studio, forwarded=True)
     app[COLLECTOR] = StudioCollector(studio)
     app[CHAT_OUT] = asyncio.Queue(CHAT_OUT_QUEUE)
     studio.post_chat = queue_post(app[CHAT_OUT])

@@ -27,6 +27,7 @@ from aiohttp import web
 from agents.chat.desk import ChatDesk
 from agents.conversation.control import ChannelBusy, ChannelPaused
 from agents.worker.channel import Channel
+from agents.worker.peers import PeerLimits
 from agents.worker.studio import Studio
 from overlays import OVERLAY_EVENTS, PAGES_DIR
 from stream.ts_stream import MpegTsServer
@@ -35,6 +36,9 @@ from stream.webrtc import OfferError
 log = logging.getLogger(__name__)
 
 STUDIO: web.AppKey[Studio] = web.AppKey("studio", Studio)
+PEERS: web.AppKey[PeerLimits] = web.AppKey("peers", PeerLimits)
+FORWARDED: web.AppKey[bool] = web.AppKey("forwarded", bool)
+"""True where requests come from the front only (a worker's unix socket): X-Forwarded-For is then the client."""
 TS_STREAMS: web.AppKey[MpegTsServer] = web.AppKey("ts_streams", MpegTsServer)
 DESK_STATUS = {"queued": 202, "done": 200, "ignored": 200, "refused": 400, "denied": 403, "limited": 429}
 
@@ -95,14 +99,26 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(_channel(request).info())
 
 
+def client_address(request: web.Request) -> str:
+    if request.app.get(FORWARDED):
+        return request.headers.get("X-Forwarded-For", "")
+    return request.remote or ""
+
+
 async def offer(request: web.Request) -> web.Response:
     channel = _channel(request)
     body = await json_body(request)
+    client, peers = client_address(request), request.app[PEERS]
+    full = peers.refuse(client, request.app[STUDIO].channels)
+    if full is not None:
+        log.info("channel %s: offer refused: %s", channel.name, full)
+        return error(429, full)
     try:
         sdp, viewer = await channel.media.webrtc.answer(body.get("sdp"), body.get("type"))
     except OfferError as exc:
         log.info("channel %s: offer refused: %s", channel.name, exc)
         return error(400, str(exc))
+    peers.opened(client, channel.name, viewer)
     return web.json_response({"sdp": sdp, "type": "answer", "viewer": viewer})
 
 
@@ -111,7 +127,7 @@ async def chat(request: web.Request) -> web.Response:
     body = await json_body(request)
     desk = request.app[STUDIO].desks.desk(channel.name)
     if desk is not None:  # the channel has chat rules: the page's box goes through them as IRC does
-        return _desk_chat(desk, body, channel.cfg.conversation.chat, request.remote or "")
+        return _desk_chat(desk, body, channel.cfg.conversation.chat, client_address(request))
     try:
         text = clean_chat_text(body.get("text"), channel.cfg.max_chat_chars)
     except ValueError as exc:
@@ -192,8 +208,12 @@ async def _end_streams(app: web.Application) -> None:
         channel.events.close()
 
 
-def add_channel_routes(app: web.Application, studio: Studio) -> None:
+def add_channel_routes(app: web.Application, studio: Studio, *, forwarded: bool = False) -> None:
+    """`forwarded`: the app serves the front only (a worker process), which names the client."""
     app[STUDIO] = studio
+    app[FORWARDED] = forwarded
+    server = studio.cfg.server
+    app[PEERS] = PeerLimits(server.max_peers_per_client, server.max_peers)
     app[TS_STREAMS] = MpegTsServer()
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/c/{channel}/info", info)

@@ -164,7 +164,7 @@ async function setMic(on) {
 const toggleMic = () => setMic(!state.mic);
 
 async function stopAvatar() {
-  await fetch(base + "/interrupt", { method: "POST" });
+  await fetch(base + "/interrupt", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
 }
 
 // ---------------------------------------------------------------- chat
