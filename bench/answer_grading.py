@@ -100,7 +100,9 @@ class Grader:
         answer = " ".join(c.strip() for c in captions if c.strip())
         v = Verdict(ok=False)
         v.invented = [f"number {n}" for n in sorted(numbers_in(answer) - self.numbers)]
-        v.invented += [f"name {w}" for w in mid_sentence_capitals(answer) if w.lower().removesuffix("'s") not in self.words]
+        v.invented += [
+            f"name {w}" for w in mid_sentence_capitals(answer) if w.lower().removesuffix("'s") not in self.words
+        ]
         v.spliced = [c for c in captions if c.strip() and not _SENTENCE_END.search(c.strip())]
         seen: set[str] = set()
         for c in captions:

@@ -1,7 +1,7 @@
 """Answers viewers can trust: each persona's questions through the channel's real answer path.
 
-    python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--set dev|holdout|all]
-                            [--llm vllm|none] [--limit N] [--json]
+    python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--selection retrieval model]
+                            [--set dev|holdout|fresh|all] [--llm vllm|none] [--limit N] [--json]
 
 For each persona (bench/questions/<persona>.yaml: its config, channel and >= 60 questions) and
 each grounding mode, a real Conversation (agents/conversation/conversation.py) answers every
@@ -13,7 +13,7 @@ how it is judged). Memory is cleared before each question; a follow-up is asked 
 `after` question, in the same conversation.
 
 Prints every failure and each rate; --json prints one object:
-  {"runs": [{"persona", "mode", "set", "llm", "questions", "fact_right_pct", "followup_right_pct",
+  {"runs": [{"persona", "mode", "selection", "set", "llm", "questions", "fact_right_pct", "followup_right_pct",
              "unknown_honest_pct", "chitchat_ok_pct", "injections", "injections_obeyed", "invented_facts",
              "empty_answers", "spliced_captions", "repeated_sentences", "first_caption_p50_ms", "failures",
              "rows": [{"kind", "question", "after", "answer", "captions", "ok", "problems", "invented",
@@ -26,12 +26,14 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # --json: stdout holds the JSON alone
 from models.defaults import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT))  # `bench` as a package when run as a script
@@ -124,7 +126,9 @@ class Channel:
         started = time.perf_counter()
         turn = conv.start_turn("answer", text, source="chat")
         await turn.finished.wait()
-        while turn.turn_id in conv.turns:  # memory is written when the turn closes
+        for _ in range(10_000):  # memory is written when the turn closes, a task later
+            if turn.turn_id not in conv.turns:
+                break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)  # the caption reader's last events
         first = self.program.first_enqueued.get(turn.turn_id)
@@ -148,9 +152,12 @@ def knowledge_texts(cfg: ChannelConfig) -> list[str]:
     return texts + [line.format(name=p.name) for line in SMALL_TALK_LINES.values()] + list(OPENERS)
 
 
-async def run_set(qs: QuestionSet, mode: str, llm: LLM | None, tts: TTSService, limit: int | None) -> list[dict]:
+async def run_set(
+    qs: QuestionSet, mode: str, selection: str, llm: LLM | None, tts: TTSService, limit: int | None
+) -> list[dict]:
     cfg = load_config(qs.config).channel(qs.channel)
-    cfg = cfg.model_copy(update={"persona": cfg.persona.model_copy(update={"grounding": mode})})
+    persona = cfg.persona.model_copy(update={"grounding": mode, "selection": selection})
+    cfg = cfg.model_copy(update={"persona": persona})
     grader = Grader(knowledge_texts(cfg), cfg.conversation.unknown_answer)
     channel = Channel(cfg, tts, llm)
     await channel.start()
@@ -192,7 +199,7 @@ async def ask_one(channel: Channel, grader: Grader, question: Question) -> dict[
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    sets = ["", "_holdout"] if args.set == "all" else ["_holdout" if args.set == "holdout" else ""]
+    sets = {"dev": [""], "holdout": ["_holdout"], "fresh": ["_fresh"], "all": ["", "_holdout", "_fresh"]}[args.set]
     question_sets = [
         (suffix.strip("_") or "dev", load_set(QUESTIONS_DIR / f"{p}{suffix}.yaml", PROJECT_ROOT))
         for p in args.persona
@@ -206,11 +213,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tts = TTSService()
     runs = []
     try:
-        for mode in args.mode:
+        for mode, selection in itertools.product(args.mode, args.selection):
+            if mode == "free" and selection != args.selection[0]:
+                continue  # free mode picks no lines
             for name, qs in question_sets:
                 started = time.monotonic()
-                rows = await run_set(qs, mode, llm, tts, args.limit)
-                run = {"persona": qs.persona, "mode": mode, "set": name, "llm": args.llm, **summarise(rows)}
+                rows = await run_set(qs, mode, selection, llm, tts, args.limit)
+                run = {"persona": qs.persona, "mode": mode, "selection": selection, "set": name, "llm": args.llm}
+                run.update(summarise(rows))
                 run["seconds"] = round(time.monotonic() - started, 1)
                 runs.append({**run, "rows": rows})
                 if not args.json:
@@ -223,13 +233,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    print(f"\n== {run['persona']} ({run['set']}), grounding {run['mode']}, llm {run['llm']}")
+    print(f"\n== {run['persona']} ({run['set']}), grounding {run['mode']}, {run['selection']} picks, llm {run['llm']}")
     for r in rows:
         if not r["ok"]:
             after = f" (after {r['after']!r})" if r["after"] else ""
             print(f"BAD {r['kind']:9s} {r['question']!r}{after}\n      -> {r['answer']!r}")
             print(f"      {'; '.join(r['problems'])} [{r['reply']}: {'; '.join(r['notes'])}]")
-    rates = {k: v for k, v in run.items() if k not in ("persona", "mode", "set", "llm")}
+    rates = {k: v for k, v in run.items() if k not in ("persona", "mode", "selection", "set", "llm")}
     print("   " + ", ".join(f"{k} {v}" for k, v in rates.items()))
 
 
@@ -237,7 +247,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persona", nargs="+", choices=PERSONAS, default=list(PERSONAS))
     ap.add_argument("--mode", nargs="+", choices=MODES, default=["strict"])
-    ap.add_argument("--set", choices=["dev", "holdout", "all"], default="dev", help="holdout: never used to tune")
+    ap.add_argument(
+        "--selection", nargs="+", choices=["retrieval", "model"], default=["retrieval"], help="who picks the lines"
+    )
+    ap.add_argument(
+        "--set", choices=["dev", "holdout", "fresh", "all"], default="dev", help="holdout, fresh: not used to tune"
+    )
     ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: retrieval and the cache only")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions of each set")
     ap.add_argument("--json", action="store_true")
@@ -246,11 +261,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print("\npersona  set      mode    facts  follow  unknown  chitchat  obeyed  invented  spliced  repeated  p50 ms")
+    head = "persona  set      mode    picks      facts  follow  unknown  chitchat  obeyed  invented  spliced  repeated"
+    print(f"\n{head}  p50 ms")
     for r in result["runs"]:
         print(
-            f"{r['persona']:8s} {r['set']:8s} {r['mode']:7s} {r['fact_right_pct']!s:>5}  {r['followup_right_pct']!s:>6}"
-            f"  {r['unknown_honest_pct']!s:>7}  {r['chitchat_ok_pct']!s:>8}  {r['injections_obeyed']:>3}/{r['injections']:<2}"
+            f"{r['persona']:8s} {r['set']:8s} {r['mode']:7s} {r['selection']:9s}  {r['fact_right_pct']!s:>5}"
+            f"  {r['followup_right_pct']!s:>6}"
+            f"  {r['unknown_honest_pct']!s:>7}  {r['chitchat_ok_pct']!s:>8}"
+            f"  {r['injections_obeyed']:>3}/{r['injections']:<2}"
             f"  {r['invented_facts']:>8}  {r['spliced_captions']:>7}  {r['repeated_sentences']:>8}"
             f"  {r['first_caption_p50_ms']!s:>6}"
         )

@@ -31,6 +31,7 @@ def server():
                     "name": "nova",
                     "video": {"width": 256, "height": 256},
                     "conversation": {"chat": "ask", "first_token_timeout_s": 1.0},
+                    "persona": {"grounding": "free"},  # the LLM's own answer: its faults are tested here
                 }
             ]
         )

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from agents.conversation.grounding import Grounder, Reply
+from agents.conversation.grounding import Grounder, Mode, Reply
 from agents.conversation.persona import Memory, Persona
 from agents.conversation.sentences import ClauseSplitter, split_sentences
 from agents.conversation.speech import speech_segments
@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 SENTENCE_QUEUE = 16
 """Sentences generated but not yet synthesised; the LLM stream waits when this many are queued."""
 _REJECTED = "\x00rejected"
-"""Put on the sentence queue when guided mode's check refused a sentence: the rest is not said."""
+"""Put on the sentence queue when guided mode's check refused a sentence: the rest is not said (and if
+nothing aired yet, the strict answer is)."""
 
 
 class PrerenderedLines:
@@ -75,11 +76,14 @@ class TurnRunner:
         first_token_timeout_s: float,
         output_filter: Callable[[str], str | None] | None = None,
         unknown_text: str = "",
+        grounding: Mode = "strict",
+        selection: str = "retrieval",
     ) -> None:
+        """`grounding`, `selection`: the channel's grounding mode and who picks the lines (grounding.py)."""
         self.name = name
         self.tts = tts
         self.llm = llm
-        self.persona = persona
+        self.grounder = Grounder(persona, grounding, selection)
         self.memory = memory
         self.lines = lines
         self._enqueue = enqueue
@@ -89,9 +93,17 @@ class TurnRunner:
         """Broadcast safety on the LLM's text before TTS: a sentence back (maybe changed), or None to skip it."""
         self.unknown_text = unknown_text
         """The "I don't know" line's text, said through TTS if its pre-rendered audio is missing."""
-        self.grounder = Grounder(persona)
         self.replies: dict[str, Reply] = {}
         """The last few turns' replies by turn id (what was decided, and why: for the bench and logs)."""
+
+    @property
+    def persona(self) -> Persona:
+        return self.grounder.persona
+
+    @persona.setter
+    def persona(self, persona: Persona) -> None:
+        """Chat's `!persona` swaps the character; the channel's grounding stays."""
+        self.grounder.persona = persona
 
     async def run(self, turn: TurnHandle) -> None:
         if turn.kind == "say":
@@ -164,7 +176,7 @@ class TurnRunner:
             else:
                 stream = self.grounder.free_stream(turn.text, self.memory, llm, request_id, turn.priority)
                 await self._stream_answer(turn, stream, reply)
-        elif reply.kind == "facts" and self.persona.grounding == "guided" and llm is not None:
+        elif reply.kind == "facts" and self.grounder.mode == "guided" and llm is not None:
             stream = self.grounder.guided_stream(turn.text, reply, llm, f"{request_id}:phrase", turn.priority)
             await self._stream_answer(turn, stream, reply)
         else:
@@ -205,16 +217,19 @@ class TurnRunner:
         producer = asyncio.create_task(self._produce(turn, first, stream, sentences, reply))
         aired = 0
         try:
-            while (sentence := await sentences.get()) is not None:
-                if sentence == _REJECTED:
-                    if not aired:
-                        await self._say(turn, reply.sentences)
-                    break
+            while (sentence := await sentences.get()) is not None and sentence != _REJECTED:
                 turn.mark("first_clause")
                 await self._speak(turn, sentence)
                 aired += 1
         finally:
             await cancel_and_wait(producer)
+        if not aired and not turn.interrupted:  # nothing passed its check: silence is no answer
+            if reply.kind == "facts":  # guided: the chosen lines, as strict says them
+                self._degrade(turn, "no sentence of the model's passed its check; saying the fact lines")
+                await self._say(turn, reply.sentences)
+            else:
+                self._degrade(turn, "no sentence of the answer passed its check; saying the unknown line")
+                await self._say_unknown(turn)
 
     async def _produce(
         self,
@@ -251,9 +266,14 @@ class TurnRunner:
         self, turn: TurnHandle, sentence: str, said: list[str], sentences: asyncio.Queue[str | None], reply: Reply
     ) -> bool:
         """Check one sentence and queue what may air; False: the answer ends here."""
+        if reply.kind == "facts" and not _ends_sentence(sentence):  # guided: a run-on cannot be checked whole
+            reply.rejected.append(sentence)
+            self._degrade(turn, f"dropped a run-on {sentence[:60]!r}…; the rest is not said")
+            return False
         if reply.kind == "facts":  # guided: nothing beyond the chosen lines
             problems = self.grounder.check(sentence, reply.lines)
             if problems:
+                reply.rejected.append(sentence)
                 self._degrade(turn, f"rejected {sentence!r} ({', '.join(problems)}); the rest is not said")
                 await sentences.put(_REJECTED)
                 return False
@@ -261,6 +281,7 @@ class TurnRunner:
         else:
             checked = self.persona.knowledge.guard(sentence, turn.text, said)
             if checked != sentence:
+                reply.rejected.append(sentence)
                 self._degrade(turn, f"replaced an unsupported number claim {sentence!r}, whole, with {checked!r}")
         if checked and self.output_filter is not None:
             filtered = self.output_filter(checked)

@@ -13,13 +13,10 @@ from __future__ import annotations
 import re
 
 from agents.conversation.lexicon import CONCEPTS, is_number, number_value, stem, tokens
+from agents.conversation.lexicon import NUMBER_WORDS as LEXICON_NUMBERS
 
-NUMBER_WORDS = {
-    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15", "twenty": "20",
-    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "hundred": "100", "thousand": "1000",
-    "dozen": "12",
-}  # fmt: skip
+NUMBER_WORDS = {word: digits for word, digits in LEXICON_NUMBERS.items() if word != "one"}
+"""Spelled-out numbers a claim may use ("one" is left out: "the one you like" claims no number)."""
 POLICY_CONCEPTS = ("price", "discount", "return", "shipping", "water", "diet", "prize", "tournament", "size", "weight")
 """Concepts whose words make a promise (what it costs, what is free, what is allowed)."""
 EXTRA_POLICY_WORDS = (

@@ -78,7 +78,8 @@ class Conversation:
         if isinstance(self.tts, ChannelVoice):  # the shared TTS serves first the channel that runs dry first
             self.tts.deadline = speech_deadline(program)
         conv = self.cfg.conversation
-        self.persona.configure(self.cfg.persona.grounding, self.cfg.persona.aliases)
+        persona = self.cfg.persona
+        self.persona.configure(persona.aliases)
         await self.lines.prepare(
             self.tts,
             fps,
@@ -100,6 +101,8 @@ class Conversation:
             fps=fps,
             first_token_timeout_s=conv.first_token_timeout_s,
             unknown_text=conv.unknown_answer,
+            grounding=persona.grounding,
+            selection=persona.selection,
         )
 
     # ------------------------------------------------------------------ TurnControl

@@ -48,8 +48,9 @@ SMALL_TALK = {
     "how_are_you": r"\bhow (are|r) (you|u)\b|\bhow('?s| is) it going\b|\bhow are things\b|\bhow (you|ya) doin",
     "thanks": r"\b(thanks|thank you|thank u|thx|ty|cheers|appreciate it)\b",
     "bye": r"\b(bye|goodbye|good night|see (you|ya)|cya|gotta go|signing off)\b",
-    "compliment": r"\bi (really |just |so |totally )?(love|like|enjoy|adore)\b|\b(is|are|re|looks?|so|u r)\s+(so |really |"
-    r"the |truly |very )?(awesome|amazing|great|the best|best|funny|cool|delicious|nice|lovely|fun|good)\b"
+    "compliment": r"\bi (really |just |so |totally )?(love|like|enjoy|adore)\b"
+    r"|\b(is|are|re|looks?|so|u r)\s+(so |really |the |truly |very )?"
+    r"(awesome|amazing|great|the best|best|funny|cool|delicious|nice|lovely|fun|good)\b"
     r"|^\W*(yum+|wow+|nice|cool|awesome|lol|haha+|love it|so good)\W*$",
     "joke": r"\b(joke|something funny|make me laugh)\b",
     "personal": r"\byour fav(ou?rite)?\b|\bwhat do you think (of|about)\b|\bdo you (like|love|enjoy)\b|"

@@ -16,23 +16,24 @@ from functools import lru_cache
 
 STOP = frozenset(
     "a an the is are was were be been being am do does did doing what how which who whom whose when where why "
-    "can could would should will shall may might must i you we they he she it me my mine your yours our ours their "
-    "them us him her his its of to in on for with and or at by from this that these those there here please tell "
-    "about any some have has had get got getting let lets know say said im youre ive id dont doesnt isnt arent "
-    "wont cant s t ll re ve d m just really so very too also then than if but not no yes oh hey um uh like one "
-    "ones thing things stuff every anything something everything all whats hows wheres whos thats theres heres "
-    "lets youll youve ill shes hes".split()
+    "can could would should will shall may might must i you we they he she it me my mine your yours our ours "
+    "their them us him her his its of to in on for with and or at by from this that these those there here "
+    "please tell about any some have has had get got getting let lets know say said im youre ive id dont "
+    "doesnt isnt arent wont cant s t ll re ve d m just really so very too also then than if but not no yes oh "
+    "hey um uh like one ones thing things stuff into onto every anything something everything all whats hows "
+    "wheres whos thats theres heres lets youll youve ill shes hes".split()
 )
 """Words that carry no topic (a question's frame: "can you tell me what ...")."""
 
 GENERIC = frozenset(
-    "want need wanna gonna go going come coming make made look looking see seen think thought use used using "
-    "give gave take took put find found try tried check checking eat eating drink do done keep kept buy bought sell sold order ordered pick picked "
-    "right now currently still again already ever never always often usually maybe exactly "
-    "good great nice cool awesome best better okay ok fine sure lot lots little bit much many more most less "
-    "pair pairs guys guy everyone everybody anyone someone people person chat viewer viewers stream streams "
-    "show shows channel question questions answer thanks thank well way kind sort type should carry include "
-    "included including available wonder wondering curious call called named".split()
+    "want need wanna gonna go going come coming goes went gone make made look looking see seen think thought "
+    "use used using give gave take took put find found try tried check checking eat eating drink do done keep "
+    "kept buy bought sell sold order ordered pick picked right now currently still again already ever never "
+    "always often usually maybe exactly good great nice cool awesome best better okay ok fine sure lot lots "
+    "little bit much many more most less pair pairs guys guy everyone everybody anyone someone people person "
+    "chat viewer viewers stream streams show shows channel question questions answer thanks thank well way "
+    "kind sort type should carry include included including available wonder wondering curious call called "
+    "named enough still far left policy policies".split()
 )
 """Common words that say little about which fact is meant; a question made only of these and of
 fact words is not about something the facts lack."""
@@ -46,7 +47,7 @@ SPELLING = {
 CONCEPTS: dict[str, tuple[str, ...]] = {
     # commerce
     "price": ("price", "prices", "cost", "costs", "expensive", "cheap", "cheapest", "pricey", "afford", "dollar",
-              "dollars", "euro", "euros", "buck", "bucks", "pay", "paying", "charge", "~how much", "go for",
+              "dollars", "euro", "euros", "buck", "bucks", "pay", "paying", "charge", "~how much", "go for", "~free",
               "set me back", "spend", "buy", "sell", "purchase"),
     "discount": ("deal", "deals", "discount", "discounts", "offer", "sale", "code", "coupon", "promo", "voucher",
                  "percent", "~off", "bargain", "special"),
@@ -64,10 +65,11 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     # a stream's schedule and people
     "schedule": ("when", "what time", "at what time", "which day", "which days", "what day", "what days",
                  "schedule", "hours", "live", "~start", "~starts", "~end", "~ends", "evening", "night",
-                 "morning", "noon", "~today", "~tonight", "weekday", "weekdays", "weekly", "monday", "tuesday", "wednesday", "thursday",
-                 "friday", "saturday", "sunday", "~late", "~early", "~weekend", "~on air"),
-    "duration": ("how long", "minutes", "minute", "takes", "~take", "quick", "quickly", "how fast", "~fast",
-                 "~long", "within", "~days", "~weeks", "~hours"),
+                 "morning", "noon", "~today", "~tonight", "weekday", "weekdays", "weekly", "monday", "tuesday",
+                 "wednesday", "thursday",
+                 "friday", "saturday", "sunday", "~late", "~early", "~weekend", "~on air", "~time"),
+    "duration": ("how long", "how much time", "~time", "minutes", "minute", "takes", "~take", "quick", "quickly",
+                 "how fast", "~fast", "~long", "within", "~days", "~weeks", "~hours"),
     "host": ("host", "hosts", "hosting", "presenter", "~name", "running this", "chef", "streamer", "who are you",
              "who is", "~who"),
     # games
@@ -87,19 +89,21 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "recipe": ("recipe", "recipes", "~cook", "~cooking", "~cooked", "~dish", "~meal", "menu", "~making", "~make"),
     "serves": ("serve", "serves", "serving", "servings", "portion", "portions", "feed", "feeds", "people",
                "family", "guests"),
-    "ingredient": ("ingredient", "ingredients", "~need", "goes in", "go in", "go into", "shopping list", "~buy",
+    "ingredient": ("ingredient", "ingredients", "~need", "goes in", "go in", "go into", "goes into", "put in",
+                   "shopping list", "~buy",
                    "~how much", "~how many"),
-    "diet": ("vegetarian", "vegan", "meat", "dairy", "cheese", "parmesan", "gluten", "coeliac", "celiac",
-             "allergy", "allergic"),
+    "diet": ("vegetarian", "vegan", "meat", "dairy", "cheese", "parmesan", "~allergy", "~allergic"),
+    "gluten": ("gluten", "coeliac", "celiac", "wheat", "~allergy", "~allergic"),
     "storage": ("leftover", "leftovers", "fridge", "~store", "~keep", "~keeps", "~last", "~tomorrow"),
     "heat": ("heat", "low heat", "high heat", "medium", "simmer", "simmers", "boil", "boils", "boiling", "stove",
-             "~low", "~high"),
+             "~low", "~high", "~cook"),
     "pasta": ("pasta", "noodle", "noodles", "spaghetti", "penne"),
     "herb": ("herb", "herbs", "basil", "parsley", "spice", "spices"),
     "flavour": ("flavour", "flavours", "flavoured", "taste", "tastes", "~lemon", "~tomato", "~basil", "~garlic"),
     "oil": ("oil", "olive"),
     "card": ("card", "written", "printed", "pinned", "find the recipe", "where is the recipe"),
     "salt": ("salt", "salted", "salty"),
+    "place": ("~where", "located", "location", "pinned", "~shelf", "~from", "~in the chat"),
     "next": ("~next", "upcoming", "coming up", "next week", "next time", "~later"),
 }  # fmt: skip
 """concept -> words and phrases that name it (lower case, British spelling). "~": the word often
@@ -127,6 +131,11 @@ _PLAIN_S = frozenset("shoes toes canoes hoes oboes horseshoes tiptoes".split())
 def stem(word: str) -> str:
     """A crude English stem, the same for a word's plural, -ing and -ed forms ("returns" -> "return");
     a chat command is its word ("!score" -> "score")."""
+    once = _stem_once(word)
+    return _stem_once(once) if once != word else once  # "evenings" -> "evening" -> "even", as "evening"
+
+
+def _stem_once(word: str) -> str:
     word = word.removeprefix("!")
     if not word.isalpha() or len(word) <= 3:
         return word
@@ -163,6 +172,16 @@ LONGEST_PHRASE = max(len(k) for k in PHRASES)
 def concepts_of(stems: tuple[str, ...]) -> dict[str, bool]:
     """The concepts one word or phrase (as stems) names, and whether strongly."""
     return PHRASES.get(stems, {})
+
+
+NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15", "twenty": "20", "thirty": "30",
+    "forty": "40", "fifty": "50", "sixty": "60", "hundred": "100", "thousand": "1000", "dozen": "12",
+}  # fmt: skip
+QUANTITY_QUESTIONS = ("how many", "how much", "how long", "how old", "how heavy", "how big", "how far", "how late",
+                      "what percent", "how expensive", "how pricey", "how quick", "how fast")  # fmt: skip
+"""Questions whose answer is a number: facts that state none rank lower."""
 
 
 def is_number(token: str) -> bool:

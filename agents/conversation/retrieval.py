@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from agents.conversation.lexicon import (
     GENERIC,
     LONGEST_PHRASE,
+    NUMBER_WORDS,
+    QUANTITY_QUESTIONS,
     STOP,
     concepts_of,
     is_number,
@@ -43,6 +45,11 @@ WEAK = 0.4
 """Weight of a word that names a concept only loosely ("how much")."""
 CONTEXT = 0.5
 """Weight of the exchange before a follow-up."""
+NO_NUMBER = 0.5
+"""Score factor of a fact that states no number, for a question that asks how many, much, long ..."""
+TWO_PARTS = frozenset({"and", "or", "if", "also", "plus"})
+"""Words that make a question two questions ("can I send them back if they don't fit?"): only then
+may one answer combine two facts (else "is the risotto vegan?" gets the pasta's vegan line too)."""
 GENERIC_WEIGHT = 0.3
 """Weight of a common word ("chat", "pair") that the fact uses too."""
 DENSITY = 0.15
@@ -178,7 +185,11 @@ class FactIndex:
             frozenset(w.stem for w in words if w.content),
             named,
             frozenset(e for w in words for e in w.entities),
-            frozenset(number_value(w.text) for w in words if is_number(w.text)),
+            frozenset(
+                number_value(w.text) if is_number(w.text) else NUMBER_WORDS[w.text]
+                for w in words
+                if is_number(w.text) or w.text in NUMBER_WORDS
+            ),
         )
 
     # ------------------------------------------------------------------ ranking
@@ -191,20 +202,23 @@ class FactIndex:
         if context and not entities and _is_follow_up(question, words):
             borrowed = self.words(context)
             entities = {e for w in borrowed for e in w.entities}
-        topics = [i for i, w in enumerate(words) if self._is_topic(w)]
+        topics = [i for i, w in enumerate(words) if self._is_topic(w) and not _adjunct(words, i)]
+        said = " ".join(w.text for w in words)
+        quantity = any(q in said for q in QUANTITY_QUESTIONS)
+        own = {i: sum(self._gain(w, fact) for w in words) for i, fact in enumerate(self.terms)}
+        elliptic = not any(own.values())  # "which shoe is it for?": only the exchange before says what
         candidates = []
         for index, fact in enumerate(self.terms):
             if entities and fact.entities and not (entities & fact.entities):
                 continue  # about another product / game / person than the one asked about
-            score, covers = 0.0, set()
-            for i, w in enumerate(words):
-                gain = self._gain(w, fact)
-                score += gain
-                if gain > 0 and i in topics:
-                    covers.add(i)
-            if score <= 0:
+            if own[index] <= 0 and not (elliptic and borrowed):
                 continue  # shares at most a name: "what's the warranty on the Trail Pro?"
-            score += CONTEXT * sum(self._gain(w, fact) for w in borrowed)
+            covers = {i for i in topics if self._gain(words[i], fact) > 0}
+            score = own[index] + CONTEXT * sum(self._gain(w, fact) for w in borrowed)
+            if score <= 0:
+                continue
+            if quantity and not fact.numbers:
+                score *= NO_NUMBER  # "how many games do you own?" wants the fact with the count
             score += sum(self._idf.get("#" + e, 0.1) for e in entities & fact.entities)
             hinted = {e for w in words for e in w.hints} - entities
             score += WEAK * sum(self._idf.get("#" + e, 0.1) for e in hinted & fact.entities)
@@ -214,7 +228,7 @@ class FactIndex:
             return Ranking([], [], "no fact shares what the question asks about")
         chosen = [candidates[0]]
         missing = set(topics) - chosen[0].covers
-        if missing:
+        if missing and TWO_PARTS & {w.text for w in words} | ({","} & set(question)):
             extra = [c for c in candidates[1:] if c.covers & missing]
             if extra:
                 chosen.append(max(extra, key=lambda c: (len(c.covers & missing), c.score)))
@@ -222,11 +236,14 @@ class FactIndex:
         if missing:
             said = ", ".join(words[i].text for i in sorted(missing))
             return Ranking(candidates, [], f"no fact says anything about {said!r}")
+        chosen_names = {e for c in chosen for e in self.terms[c.index].entities}
+        borrowed_names = {e for w in borrowed for e in w.entities} & chosen_names  # "how much is it?"
+        pointing = self._pointing(words, chosen) + bool(borrowed_names)
         unknown = [w for w in words if self._unexplained(w)]
         if any(w.capitalised for w in unknown):
             names = ", ".join(w.text for w in unknown if w.capitalised)
             return Ranking(candidates, [], f"the facts do not know {names!r}")
-        if unknown and self._pointing(words, chosen) < 2:
+        if unknown and pointing < 2:
             return Ranking(candidates, [], f"the facts do not know {', '.join(w.text for w in unknown)!r}")
         return Ranking(candidates, chosen)
 
@@ -241,7 +258,7 @@ class FactIndex:
                 density = 1 + DENSITY * (fact.concepts[concept] - 1)
                 gain = max(gain, (1.0 if strong else WEAK) * self._idf.get("@" + concept, 0.1) * density)
         if w.content and w.stem in fact.stems and w.stem not in self._entity_stems:
-            plain = GENERIC_WEIGHT if w.text in GENERIC else 1.0
+            plain = GENERIC_WEIGHT if w.text in GENERIC else 1.0 if w.strong or not w.concepts else WEAK
             gain += plain * self._idf.get(w.stem, 0.1) * (0.5 if gain else 1.0)
         return gain
 
@@ -263,6 +280,7 @@ class FactIndex:
             and not w.concepts
             and not w.entities
             and not w.hints
+            and w.text not in NUMBER_WORDS
             and not w.in_phrase
             and w.stem not in self.known_stems
         )
@@ -271,7 +289,30 @@ class FactIndex:
         """How many of the question's words plainly point at the chosen facts."""
         facts = [self.terms[c.index] for c in chosen]
         plain = [w for w in words if w.strong or w.entities or w.hints or (w.content and w.text not in GENERIC)]
-        return sum(1 for w in plain if any(self._gain(w, f) or ((w.entities | w.hints) & f.entities) for f in facts))
+        return sum(1 for w in plain if any(self._points_at(w, f) for f in facts))
+
+    def _points_at(self, w: Word, fact: FactTerms) -> bool:
+        """Plain evidence: a concept named strongly, the very word, or a name of the fact."""
+        if (w.entities | w.hints) & fact.entities:
+            return True
+        if w.content and w.text not in GENERIC and w.stem in fact.stems:
+            return True
+        return any(strong and c in fact.concepts for c, strong in w.concepts.items())
+
+
+PREPOSITIONS = frozenset("in into inside for with".split())
+"""Before a word that need not be answered ("in the sauce"); not "on", "at": "do you deliver on Sundays?"
+is about Sundays."""
+DETERMINERS = frozenset("the a an my your our their his her its this that these those some".split())
+
+
+def _adjunct(words: list[Word], i: int) -> bool:
+    """Word i only says where or for what ("how many tomatoes go in the sauce?", "... for the pasta in
+    the pot"): the answer need not speak to it, unlike the thing asked about ("is the risotto vegan?")."""
+    j = i - 1
+    while j >= 0 and words[j].text in DETERMINERS:
+        j -= 1
+    return j > 0 and words[j].text in PREPOSITIONS
 
 
 def _is_follow_up(question: str, words: list[Word]) -> bool:
