@@ -154,7 +154,7 @@ def _desk_chat(desk: ChatDesk, body: dict[str, Any], default_mode: str, user: st
     result = desk.submit_page(text, mode, user=user)
     code = DESK_STATUS[result["status"]]
     if code >= 400:
-        return error(code, result.get("reason", result["status"]), **result)
+        return error(code, result.get("reason", result["status"]), outcome=result["status"])
     return web.json_response(result, status=code)
 
 
