@@ -80,6 +80,7 @@ bench: setup system-deps
 	$(PY) bench/answers.py
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/latency.py'
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/outputs.py'
+	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/fuzz.py --minutes 10'
 
 clean:
 	rm -rf $(VENV) .avatarcast .pytest_cache .ruff_cache
