@@ -85,3 +85,14 @@ def test_a_shared_ring_is_written_by_another_mapping_and_leaves_no_file() -> Non
     other.close()
     ring.close()
     assert set(os.listdir("/dev/shm")) == before, "a memfd ring has no name in /dev/shm"
+
+
+def test_rendering_a_prepared_photo_pack_does_not_load_the_face_detector() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, models.lipsync.warp, models.lipsync.neural; print(sorted(m for m in sys.modules if 'litert' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"LiteRT loaded just to render: {out}"
