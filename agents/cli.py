@@ -7,6 +7,7 @@
   avatarcast render -c CONFIG --say TEXT -o clip.mp4 [--avatar PACK_DIR] [--channel NAME]
   avatarcast avatar prepare PHOTO -o DIR    make a photo avatar pack from your own photo
   avatarcast avatar prepare CLIP.mp4 -o DIR a video avatar pack from a few seconds of the person
+  avatarcast bench [-c CONFIG] [--report R] every module's speed here (CPU and GPU), voice-to-answer, channels
 
 User mistakes (a bad config, a photo without a face, a busy port) end with one clear message
 and exit code 2, never a traceback.
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.bench import register as register_bench
 from agents.config import ConfigError, StudioConfig, load_config
 from agents.errors import UserError
 from agents.front.obs_setup import register as register_obs_setup
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--crop-scale", type=float, default=3.0, help="crop side / face width, default 3.0")
     prepare.set_defaults(func=cmd_avatar_prepare)
     register_obs_setup(sub)
+    register_bench(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ Routes
                              forwarded to the channel's worker process with several
   GET  /healthz, /metrics    every worker's channels (JSON, each naming its worker) and Prometheus metrics
   /admin/...                 the admin API (agents/front/admin.py), with a bearer token
+  /studio, /studio/...       the studio page and its API (agents/front/studio_page.py), behind the same token
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agents.front.admin import add_admin_routes
 from agents.front.front import Front
 from agents.front.guard import guard
 from agents.front.metrics import CONTENT_TYPE, render
+from agents.front.studio_page import add_studio_routes
 from agents.worker.routes import unknown_channel
 
 MAX_BODY = 256 * 1024
@@ -63,6 +65,7 @@ def make_app(front: Front) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app, front)
+    add_studio_routes(app, front)
     app.router.add_static("/static/", WEB_DIR, show_index=False)
     app.router.add_get("/c/{channel}", viewer_page)
     if front.studio is not None:  # one worker, in this process: its routes are ours

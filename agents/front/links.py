@@ -13,8 +13,10 @@ from typing import Any, Protocol
 
 from agents.chat.messages import IRCLine
 from agents.config import ChannelConfig
+from agents.worker import control
 from agents.worker.metrics import StudioCollector, to_wire
 from agents.worker.studio import Studio
+from agents.worker.telemetry import StudioTelemetry
 
 
 class WorkerGone(RuntimeError):
@@ -55,6 +57,23 @@ class WorkerLink(Protocol):
         """An IRC line for channel `name`'s chat desk."""
         ...
 
+    async def telemetry(self) -> dict[str, Any]:
+        """What the studio page shows beyond health(): answers, chat queues, batch sizes, CPU seconds
+        (agents/worker/telemetry.py StudioTelemetry.snapshot)."""
+        ...
+
+    async def thumbnail(self, name: str) -> bytes | None:
+        """The channel's latest picture as a small JPEG (None: no frame yet, or not on air there)."""
+        ...
+
+    async def skip(self, name: str) -> list[str]:
+        """Stop what the channel says and the turns queued behind it -> their ids."""
+        ...
+
+    async def say(self, name: str, text: str) -> str:
+        """The channel says `text` -> its turn id. Raises ValueError, ChannelPaused, ChannelBusy."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -65,6 +84,7 @@ class LocalWorker:
         self.studio = studio
         self.index = index
         self._collector = StudioCollector(studio)
+        self._telemetry = StudioTelemetry(studio)
 
     @property
     def pid(self) -> int:
@@ -97,6 +117,18 @@ class LocalWorker:
 
     def chat_line(self, name: str, line: IRCLine) -> None:
         self.studio.desks.line(name, line)
+
+    async def telemetry(self) -> dict[str, Any]:
+        return self._telemetry.snapshot()
+
+    async def thumbnail(self, name: str) -> bytes | None:
+        return await self._telemetry.thumbnail(name)
+
+    async def skip(self, name: str) -> list[str]:
+        return control.skip(self.studio.channels[name])
+
+    async def say(self, name: str, text: str) -> str:
+        return control.say(self.studio.channels[name], text)
 
     async def aclose(self) -> None:
         await self.studio.aclose()

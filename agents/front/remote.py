@@ -23,6 +23,7 @@ import aiohttp
 
 from agents.chat.messages import IRCLine
 from agents.config import ChannelConfig
+from agents.conversation.control import ChannelBusy, ChannelPaused
 from agents.front.links import WorkerGone
 from agents.front.services import die_with_parent
 from agents.supervisor import cancel_and_wait
@@ -233,6 +234,29 @@ class RemoteWorker:
 
     async def metrics(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/_worker/metrics"))[1]
+
+    async def telemetry(self) -> dict[str, Any]:
+        return (await self._call("GET", "/_worker/telemetry"))[1]
+
+    async def thumbnail(self, name: str) -> bytes | None:
+        try:
+            async with (
+                asyncio.timeout(CONTROL_TIMEOUT_S),
+                self._client().get(f"http://worker/_worker/thumbnail/{name}") as response,
+            ):
+                return await response.read() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise WorkerGone(f"worker {self.index} did not answer ({type(exc).__name__})") from exc
+
+    async def skip(self, name: str) -> list[str]:
+        return (await self._call("POST", f"/_worker/channels/{name}/skip"))[1]["stopped"]
+
+    async def say(self, name: str, text: str) -> str:
+        status, body = await self._call("POST", f"/_worker/channels/{name}/say", {"text": text})
+        refusal = {409: ChannelPaused, 429: ChannelBusy}.get(status, ValueError)
+        if status >= 400:
+            raise refusal(body.get("error", f"worker {self.index} answered {status}"))
+        return str(body["turn"])
 
     def chat_line(self, name: str, line: IRCLine) -> None:
         body = {"command": line.command, "params": list(line.params), "tags": dict(line.tags), "prefix": line.prefix}

@@ -19,6 +19,7 @@ from agents.config import ChannelConfig
 from agents.supervisor import Supervised, TaskSet
 from agents.worker.face_source import FaceSource
 from agents.worker.outputs import ChannelOutputs
+from agents.worker.thumbnails import FrameTap
 from models.avatars import resolve_pack
 from models.lipsync.idle import IdleMotion
 from models.lipsync.params import N_MOUTH
@@ -54,6 +55,8 @@ class ChannelMedia:
             self.fmt, bitrate=cfg.video.bitrate_kbps * 1000, keyint_s=cfg.video.keyframe_interval_s, name=cfg.name
         )
         self.outputs = ChannelOutputs(cfg.outputs, self.encoder, cfg.name)
+        self.tap = FrameTap(self.encoder)
+        """The last frame the encoder got, by reference: the studio page's thumbnails (thumbnails.py)."""
         self.webrtc = WebRTCEndpoint(
             self.encoder, ice_servers=ice_servers, name=cfg.name, on_mic=on_mic, on_leave=on_leave
         )
@@ -70,8 +73,8 @@ class ChannelMedia:
         background = CHROMA_COLOURS.get(self.cfg.avatar.background)
         self.face = await self.lipsync.prepare(pack, self.fmt.size, background)
         source = FaceSource(self.face, self.lipsync, IdleMotion(zlib.crc32(self.name.encode()), self.fmt.fps))
-        self.captions = CaptionBurner(self.encoder, self.fmt) if self.cfg.outputs.burn_in_captions else None
-        sink: ProgramSink = self.captions or self.encoder
+        self.captions = CaptionBurner(self.tap, self.fmt) if self.cfg.outputs.burn_in_captions else None
+        sink: ProgramSink = self.captions or self.tap
         self.program = Program(self.fmt, source, sink, cue_dims=N_MOUTH, clock=self._clock, name=self.name)
         if self.captions is not None:
             self.program.add_listener(self.captions.on_event)

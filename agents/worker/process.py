@@ -8,6 +8,9 @@ serves on a unix socket only the front can reach:
   /_worker/channels            POST a channel config to put it on air; DELETE .../{name}; pause, resume
   /_worker/chat/{name}         an IRC line for the channel's chat desk
   /_worker/chat-out            the desks' lines for IRC, streamed to the front, which posts them
+  /_worker/telemetry           the studio page's numbers (agents/worker/telemetry.py)
+  /_worker/thumbnail/{name}    the channel's latest picture, a small JPEG (404 before its first frame)
+  /_worker/channels/{name}/skip, /say   the studio page's skip and say buttons (agents/worker/control.py)
 It prints one line, `ready`, once its channels are on air, and stops with the front (SIGTERM, or
 the front's death: PR_SET_PDEATHSIG).
 """
@@ -30,16 +33,20 @@ from aiohttp import web
 
 from agents.chat.messages import IRCLine
 from agents.config import ConfigError, parse_config
+from agents.conversation.control import ChannelBusy, ChannelPaused
+from agents.worker import control
 from agents.worker.admission import AdmissionRefused
 from agents.worker.metrics import StudioCollector, to_wire
 from agents.worker.routes import STUDIO, add_channel_routes, error, find_channel, json_body
 from agents.worker.studio import Studio, local_lipsync
+from agents.worker.telemetry import StudioTelemetry
 from models.avatars import PackError
 
 log = logging.getLogger("avatarcast.worker")
 
 CHAT_OUT: web.AppKey[asyncio.Queue[dict[str, str] | None]] = web.AppKey("chat_out", asyncio.Queue)
 COLLECTOR: web.AppKey[StudioCollector] = web.AppKey("collector", StudioCollector)
+TELEMETRY: web.AppKey[StudioTelemetry] = web.AppKey("telemetry", StudioTelemetry)
 CHAT_OUT_QUEUE = 256
 """Lines for IRC waiting for the front; beyond this the oldest is dropped (chat has moved on)."""
 PR_SET_PDEATHSIG = 1
@@ -96,6 +103,35 @@ async def resume(request: web.Request) -> web.Response:
     return web.json_response(studio.summary(channel.name))
 
 
+async def telemetry(request: web.Request) -> web.Response:
+    return web.json_response(request.app[TELEMETRY].snapshot())
+
+
+async def thumbnail(request: web.Request) -> web.Response:
+    jpeg = await request.app[TELEMETRY].thumbnail(request.match_info["channel"])
+    if jpeg is None:
+        return error(404, "no picture of that channel here (yet)")
+    return web.Response(body=jpeg, content_type="image/jpeg")
+
+
+async def skip(request: web.Request) -> web.Response:
+    channel = find_channel(request.app[STUDIO], request.match_info["channel"])
+    return web.json_response({"stopped": control.skip(channel)})
+
+
+async def say(request: web.Request) -> web.Response:
+    channel = find_channel(request.app[STUDIO], request.match_info["channel"])
+    body = await json_body(request)
+    try:
+        return web.json_response({"turn": control.say(channel, body.get("text"))}, status=202)
+    except ChannelPaused as exc:
+        return error(409, str(exc))
+    except ChannelBusy as exc:
+        return error(429, str(exc))
+    except ValueError as exc:
+        return error(400, str(exc))
+
+
 async def chat_line(request: web.Request) -> web.Response:
     body = await json_body(request)
     line = IRCLine(str(body["command"]), tuple(map(str, body["params"])), dict(body["tags"]), str(body["prefix"]))
@@ -126,6 +162,7 @@ def make_worker_app(studio: Studio) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     add_channel_routes(app, studio, forwarded=True)
     app[COLLECTOR] = StudioCollector(studio)
+    app[TELEMETRY] = StudioTelemetry(studio)
     app[CHAT_OUT] = asyncio.Queue(CHAT_OUT_QUEUE)
     studio.post_chat = queue_post(app[CHAT_OUT])
     app.router.add_get("/_worker/health", health)
@@ -136,6 +173,10 @@ def make_worker_app(studio: Studio) -> web.Application:
     app.router.add_post("/_worker/channels/{channel}/resume", resume)
     app.router.add_post("/_worker/chat/{channel}", chat_line)
     app.router.add_get("/_worker/chat-out", chat_out)
+    app.router.add_get("/_worker/telemetry", telemetry)
+    app.router.add_get("/_worker/thumbnail/{channel}", thumbnail)
+    app.router.add_post("/_worker/channels/{channel}/skip", skip)
+    app.router.add_post("/_worker/channels/{channel}/say", say)
     app.on_shutdown.append(_end_chat_out)
     return app
 
