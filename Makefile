@@ -21,7 +21,7 @@ else
 NETNS := unshare -rn
 endif
 
-.PHONY: demo test setup install system-deps lint bench clean
+.PHONY: demo test setup install system-deps lint bench soak clean
 
 demo: setup
 	$(VENV)/bin/avatarcast demo
@@ -81,6 +81,10 @@ bench: setup system-deps
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/latency.py'
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/outputs.py'
 	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/fuzz.py --minutes 10'
+
+# an hour of channels talking and viewers watching: RSS, file descriptors, A/V offset at the viewers
+soak: setup system-deps
+	$(NETNS) sh -c 'ip link set lo up && exec $(PY) bench/soak.py --minutes $${MINUTES:-60}'
 
 clean:
 	rm -rf $(VENV) .avatarcast .pytest_cache .ruff_cache

@@ -37,6 +37,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from stream.encoder import ChannelEncoder
 from stream.fanout import PacketFanout, PacketQueue
+from stream.send_timing import SendTiming, median_offset_ms
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,19 @@ class FanoutTrack(MediaStreamTrack):
     nothing piles up while ICE and DTLS are still being negotiated.
     """
 
-    def __init__(self, kind: str, fanout: PacketFanout, maxlen: int, on_lag: Callable[[str], None] | None):
+    def __init__(
+        self,
+        kind: str,
+        fanout: PacketFanout,
+        maxlen: int,
+        on_lag: Callable[[str], None] | None,
+        timing: SendTiming,
+    ) -> None:
         super().__init__()
         self.kind = kind
         self._fanout = fanout
         self.queue = PacketQueue(kind, maxlen, on_lag)
+        self.timing = timing
         self._subscribed = False
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
@@ -91,9 +100,11 @@ class FanoutTrack(MediaStreamTrack):
             self._subscribed = True
             self._fanout.subscribe(self.queue)
         try:
-            return await self.queue.get()
+            packet = await self.queue.get()
         except EOFError:
             raise MediaStreamError from None
+        self.timing.sent(self.kind, packet)  # aiortc packs and sends it now
+        return packet
 
     def stop(self) -> None:
         super().stop()
@@ -106,6 +117,7 @@ class Viewer:
     id: str
     pc: RTCPeerConnection
     tracks: list[FanoutTrack] = field(default_factory=list)
+    timing: SendTiming = field(default_factory=SendTiming)
     plis: int = 0
     mic_frames: int = 0
     consumers: list[asyncio.Task] = field(default_factory=list)
@@ -194,7 +206,9 @@ class WebRTCEndpoint:
                 continue
             seen.add(kind)
             if kind == "video":
-                track = FanoutTrack("video", self.encoder.video, VIDEO_QUEUE, self.encoder.request_keyframe)
+                track = FanoutTrack(
+                    "video", self.encoder.video, VIDEO_QUEUE, self.encoder.request_keyframe, viewer.timing
+                )
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(_codecs("video", ["video/H264", "video/rtx"]))
                 sender = transceiver.sender
@@ -205,7 +219,7 @@ class WebRTCEndpoint:
 
                 sender._send_keyframe = on_picture_loss  # aiortc calls this on PLI and FIR
             else:
-                track = FanoutTrack("audio", self.encoder.opus, AUDIO_QUEUE, None)
+                track = FanoutTrack("audio", self.encoder.opus, AUDIO_QUEUE, None, viewer.timing)
                 mic = direction in ("sendrecv", "sendonly")
                 transceiver = pc.addTransceiver(track, direction="sendrecv" if mic else "sendonly")
                 transceiver.setCodecPreferences(_codecs("audio", ["audio/opus"]))
@@ -219,6 +233,15 @@ class WebRTCEndpoint:
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
                 await self._drop(viewer)
+
+    def av_offset_ms(self) -> float | None:
+        """The A/V offset the connected viewers get, measured as their packets leave (median over
+        viewers, ms; stream/send_timing.py). None without viewers."""
+        return median_offset_ms([v.timing for v in self.viewers.values() if v.state == "connected"])
+
+    def sync(self) -> dict[str, dict]:
+        """Each viewer's measured A/V offset and the timeline pts of its first packets."""
+        return {v.id: v.timing.to_json() for v in self.viewers.values()}
 
     async def _consume(self, viewer: Viewer, remote: MediaStreamTrack) -> None:
         """Every received track gets a reader (an unread track grows without bound)."""

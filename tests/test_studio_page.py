@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from agents.front.history import StudioHistory
 from agents.front.sessions import Sessions
 from agents.front.studio_page import FEED
 from tests.conftest import ServerThread, chromium_driver, eventually, studio_config
+from tests.viewer_client import AiortcViewer
 
 TOKEN_ENV = "AVATARCAST_STUDIO_PAGE_TOKEN"
 TOKEN = "studio-page-token-4f9c2e71b8"
@@ -177,6 +179,23 @@ async def test_api_state_history_events_and_buttons(studio: ServerThread) -> Non
     status, body, _ = await _call(url, "POST", "/studio/api/channels/alpha/skip", token=TOKEN)
     assert status == 200 and long_turn in body["stopped"]
     await eventually(lambda: not studio.studio.channels["alpha"].conversation.turns, 10, "the skipped line to stop")
+
+    # with a viewer watching, the card shows the A/V offset measured as its packets leave
+    viewer = AiortcViewer(url, "alpha")
+    try:
+        await viewer.connect()
+
+        async def offset() -> float | None:
+            return (await _call(url, "GET", "/studio/api/state", token=TOKEN))[1]["channels"]["alpha"]["av_offset_ms"]
+
+        deadline = time.monotonic() + 20
+        while (measured := await offset()) is None:
+            assert time.monotonic() < deadline, "no measured A/V offset 20 s after a viewer joined"
+            seen = len(viewer.got.video_pts)
+            await viewer.until(lambda g, seen=seen: len(g.video_pts) > seen + 5, 10, "more frames")
+        assert abs(measured) <= 40, measured
+    finally:
+        await viewer.close()
 
 
 # ---------------------------------------------------------------------- headless Chromium

@@ -10,8 +10,65 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtcpSrPacket
+
+RTP_RATES = {"audio": 48_000, "video": 90_000}
+NTP_FRACTION = 1 << 32
+
+
+@dataclass
+class SenderReports:
+    """What one stream's RTCP sender reports said, as this viewer received them, and its first RTP timestamp.
+
+    aiortc's receiver keeps both to itself: the tap wraps its packet handlers (the transport looks
+    them up on the receiver object for every packet).
+    """
+
+    kind: str
+    first_rtp: int | None = None
+    reports: list[tuple[float, float, int]] = field(default_factory=list)
+    """(arrival, monotonic; sender's wall time of its last sent packet, s; that packet's RTP timestamp)."""
+
+    def tap(self, receiver: RTCRtpReceiver) -> None:
+        handle_rtp, handle_rtcp = receiver._handle_rtp_packet, receiver._handle_rtcp_packet
+
+        async def on_rtp(packet, arrival_time_ms: int) -> None:  # type: ignore[no-untyped-def]
+            if self.first_rtp is None:
+                self.first_rtp = packet.timestamp
+            await handle_rtp(packet, arrival_time_ms)
+
+        async def on_rtcp(packet) -> None:  # type: ignore[no-untyped-def]
+            info = getattr(packet, "sender_info", None)
+            if isinstance(packet, RtcpSrPacket) and info.ntp_timestamp:  # 0: nothing sent yet
+                self.reports.append((time.monotonic(), info.ntp_timestamp / NTP_FRACTION, info.rtp_timestamp))
+            await handle_rtcp(packet)
+
+        receiver._handle_rtp_packet, receiver._handle_rtcp_packet = on_rtp, on_rtcp
+
+    def lateness(self, first_pts_s: float, since: float = 0.0) -> list[float]:
+        """Per report received after `since`: the sender's wall time of the packet it names minus that
+        packet's place on the channel's timeline (the first packet's pts, from the channel, plus the
+        RTP time since it). Only differences between streams mean anything (the clocks differ)."""
+        assert self.first_rtp is not None
+        rate = RTP_RATES[self.kind]
+        return [
+            ntp - (first_pts_s + ((rtp - self.first_rtp) % (1 << 32)) / rate)
+            for arrival, ntp, rtp in self.reports
+            if arrival >= since
+        ]
+
+
+def av_offset_from_reports(
+    audio: SenderReports, video: SenderReports, first_pts_s: dict[str, float], since: float = 0.0
+) -> float | None:
+    """The A/V offset a lip-syncing receiver plays, audio minus video (s), from the sender reports
+    received after `since`; None until each stream has had two."""
+    a, v = audio.lateness(first_pts_s["audio"], since), video.lateness(first_pts_s["video"], since)
+    if len(a) < 2 or len(v) < 2:
+        return None
+    return float(np.median(a) - np.median(v))
 
 
 @dataclass
@@ -49,6 +106,7 @@ class AiortcViewer:
         self.got = Received()
         self._tasks: list[asyncio.Task] = []
         self.viewer_id: str | None = None
+        self.reports = {kind: SenderReports(kind) for kind in RTP_RATES}
 
     async def connect(self, limit_s: float = 20) -> None:
         if self.mic is not None:
@@ -69,6 +127,8 @@ class AiortcViewer:
             assert res.status == 200, body
         self.viewer_id = body["viewer"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        for transceiver in self.pc.getTransceivers():
+            self.reports[transceiver.kind].tap(transceiver.receiver)
         await asyncio.wait_for(self.got.first_video.wait(), limit_s)
 
     async def _read(self, track) -> None:  # type: ignore[no-untyped-def]

@@ -34,9 +34,9 @@ ANSWERS_SHOWN = 6
 RECENT_ANSWERS = 20
 """The history's newest answers sent with every sample: a page that missed a sample still gets them."""
 AV_OFFSET_KEY = "av_offset_measured_ms"
-"""The measured A/V offset in a channel's health stats (at a real viewer, from RTP timestamps and RTCP
-sender reports); until a worker reports it the page says "not measured yet". It is never derived
-from the Program's own positions, which cannot show drift."""
+"""The A/V offset in a channel's health stats, measured as its viewers' packets leave (what their RTCP
+sender reports tell them: stream/send_timing.py); None, shown as "not measured yet", without viewers.
+Never derived from the Program's own positions, which cannot show drift."""
 
 
 def channels_left(capacity: dict[str, Any], on_air: int) -> int | None:

@@ -101,6 +101,8 @@ class ChannelMedia:
         program = self.program
         return {
             "viewers": len(self.webrtc.viewers),
+            "av_offset_measured_ms": self.webrtc.av_offset_ms(),
+            "viewer_sync": self.webrtc.sync(),
             "position_s": round(program.position, 3) if program else 0.0,
             "program": dict(program.stats) if program else {},
             "encoder": dict(self.encoder.stats),

@@ -20,6 +20,10 @@ from agents.worker.studio import Studio
 PREFIX = "avatarcast"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SECONDS_BUCKETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+AV_OFFSET_HELP = (
+    "A/V offset the WebRTC viewers get, audio minus video (positive: the voice behind the picture), measured "
+    "from when their packets really leave (median over viewers; absent without viewers)"
+)
 
 
 def histogram(name: str, doc: str, observed: Mapping[float, int], buckets: Iterable[float]) -> Metric:
@@ -73,9 +77,9 @@ class StudioCollector:
             add(gauge, "viewers", "WebRTC viewers", len(channel.media.webrtc.viewers), channel=name)
             waiting = sum(1 for t in talk.turns.values() if not t.started)
             add(gauge, "turn_queue_depth", "Turns waiting for their go", waiting, channel=name)
-            if program is not None:
-                add(gauge, "av_offset_seconds", "Audio minus video position of the program",
-                    program.position - program.video_position, channel=name)  # fmt: skip
+            offset_ms = channel.media.webrtc.av_offset_ms()
+            if offset_ms is not None:
+                add(gauge, "av_offset_seconds", AV_OFFSET_HELP, offset_ms / 1000, channel=name)
             add(gauge, "paused", "1 while the channel is paused", 1 if talk.paused else 0, channel=name)
             restarts = channel.media.supervisor.restarts if channel.media.supervisor else 0
             add(counter, "restarts", "Program restarts after a failure", restarts, channel=name)
