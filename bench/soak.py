@@ -23,21 +23,18 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
-import yaml
 
 from models.defaults import PROJECT_ROOT
-from stream.webrtc import restrict_host_candidates
 
 sys.path.insert(0, str(PROJECT_ROOT))  # the viewers are the tests' real aiortc peers
+from bench.studio_process import ServeProcess
 from tests.conftest import free_port
 from tests.viewer_client import AiortcViewer, av_offset_from_reports
 
@@ -63,13 +60,13 @@ def proc_usage(pid: int) -> tuple[float, int] | None:
     return rss_kb / 1024, fds
 
 
-def studio_config(args: argparse.Namespace, port: int) -> dict[str, Any]:
+def studio_config(args: argparse.Namespace) -> dict[str, Any]:
     channels = [
         {"name": f"soak{i}", "video": {"width": args.size, "height": args.size, "fps": 25}}
         for i in range(args.channels)
     ]
     return {
-        "server": {"host": "127.0.0.1", "port": port, "workers": args.workers, "chats_per_minute": 1000},
+        "server": {"workers": args.workers, "chats_per_minute": 1000},
         "llm": {"backend": "none"},
         "channels": channels,
     }
@@ -78,14 +75,13 @@ def studio_config(args: argparse.Namespace, port: int) -> dict[str, Any]:
 class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.studio = ServeProcess(studio_config(args), free_port())
+        self.url = self.studio.url
         self.samples: list[dict[str, Any]] = []
         self.viewers: dict[str, AiortcViewer] = {}
 
     async def health(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.get(f"{self.url}/healthz") as res:
-            return await res.json()
+        return await self.studio.health(http)
 
     async def published_offsets(self, http: aiohttp.ClientSession) -> dict[str, float]:
         async with http.get(f"{self.url}/metrics") as res:
@@ -148,35 +144,13 @@ class Soak:
         return sample
 
     def run(self) -> dict[str, Any]:
-        restrict_host_candidates(["127.0.0.1"])  # the viewers reach the studio over loopback, as it offers
-        with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "soak.yaml"
-            config.write_text(yaml.safe_dump(studio_config(self.args, self.port)))
-            command = [sys.executable, "-m", "agents.cli", "serve", "-c", str(config)]
-            with open(Path(tmp) / "serve.log", "w") as log:
-                serve = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
-                try:
-                    return asyncio.run(self._drive(serve))
-                finally:
-                    serve.terminate()
-                    try:
-                        serve.wait(30)
-                    except subprocess.TimeoutExpired:
-                        serve.kill()
+        with self.studio:
+            return asyncio.run(self._drive())
 
-    async def _drive(self, serve: subprocess.Popen) -> dict[str, Any]:
-        args = self.args
+    async def _drive(self) -> dict[str, Any]:
+        args, studio = self.args, self.studio
         async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 180
-            while True:  # the studio is up once /healthz lists every channel
-                assert serve.poll() is None, f"avatarcast serve exited with {serve.returncode}"
-                assert time.monotonic() < deadline, "the studio did not come up in 180 s"
-                try:
-                    if len((await self.health(http))["channels"]) == args.channels:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.5)
+            await studio.up(http)
             for i in range(args.channels):
                 viewer = AiortcViewer(self.url, f"soak{i}")
                 await viewer.connect()
@@ -188,8 +162,8 @@ class Soak:
                 while time.monotonic() < end:
                     since = time.monotonic()
                     await asyncio.sleep(min(args.sample_s, max(0.0, end - time.monotonic())))
-                    assert serve.poll() is None, f"avatarcast serve exited with {serve.returncode}"
-                    self.samples.append(await self.sample(http, serve.pid, t0, since))
+                    studio.check()
+                    self.samples.append(await self.sample(http, studio.pid, t0, since))
             finally:
                 talker.cancel()
                 for viewer in self.viewers.values():

@@ -108,6 +108,8 @@ class Program:
         self._need_frames = asyncio.Event()
         self._segment_ids = 0
         self._epoch = 0  # bumped when rendered-ahead frames become wrong (a cut)
+        self._failing = 0  # render calls failed in a row
+        self._last_failure: str | None = None
         self._t0: float | None = None  # clock time of timeline second 0 while running live
         attach = getattr(source, "attach", None)
         if attach is not None:
@@ -335,6 +337,7 @@ class Program:
                     raise  # an offline render must not silently repeat frames
                 self._render_failed(first, n, exc)  # the frames stay missing: the last picture repeats
                 continue
+            self._render_worked()
             if epoch != self._epoch:  # the timeline changed (a cut) while these were rendering
                 continue
             for i in range(n):
@@ -344,17 +347,24 @@ class Program:
 
     def _render_failed(self, first: int, n: int, exc: Exception) -> None:
         self.stats["render_errors"] += 1
-        count = self.stats["render_errors"]
-        if count in (1, 10, 100) or count % 1000 == 0:  # a failing model must not flood the log
+        self._failing += 1
+        why = f"{type(exc).__name__}: {exc}"
+        # a failing model must not flood the log: its first failures, then every 10x; a new cause at once
+        if why != self._last_failure or self._failing in (1, 10, 100) or self._failing % 1000 == 0:
             log.warning(
-                "program %s: rendering frames %d..%d failed (%s: %s; %d failures so far); repeating the last frame",
+                "program %s: rendering frames %d..%d failed (%s; %d failures in a row); repeating the last frame",
                 self.name,
                 first,
                 first + n - 1,
-                type(exc).__name__,
-                exc,
-                count,
+                why,
+                self._failing,
             )
+        self._last_failure = why
+
+    def _render_worked(self) -> None:
+        if self._failing:
+            log.info("program %s: rendering works again after %d failures", self.name, self._failing)
+        self._failing, self._last_failure = 0, None
 
     def _air_words(self, slot: _Slot, until: int) -> None:
         """Report the words whose sound starts before sample `until` (a cut segment's later words never air)."""

@@ -73,7 +73,8 @@ async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: Se
             20,
             "the question to be answered",
         )
-        await eventually(lambda: "49 dollars" in str(channel.conversation.memory.messages()), 20, "the answer to air")
+        await eventually(lambda: not channel.conversation.turns, 30, "the answer to air and end")
+        assert "49 dollars" in str(channel.conversation.memory.messages()), channel.conversation.memory.messages()
     finally:
         await viewer.close()
     assert "spoke over the avatar" in long_turn.interrupt_reason

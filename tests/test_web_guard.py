@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from agents.config import parse_config
-from tests.conftest import ServerThread, free_port, studio_config
+from tests.conftest import ServerThread, eventually, free_port, studio_config
 from tests.viewer_client import AiortcViewer
 
 SMALL = {"width": 128, "height": 128}
@@ -79,16 +79,18 @@ async def test_a_client_that_hurries_is_told_when_to_come_back(server: ServerThr
 
 
 async def test_one_address_holds_a_bounded_number_of_viewers(server: ServerThread) -> None:
-    first, second = AiortcViewer(server.url, "a"), AiortcViewer(server.url, "b")
+    first, second, third = (AiortcViewer(server.url, name) for name in ("a", "b", "b"))
     try:
         await first.connect()
         with pytest.raises(AssertionError, match="holds 1 viewers already"):
             await second.connect()
         await first.close()
-        await AiortcViewer(server.url, "b").connect()  # a closed peer frees its place
+        webrtc = server.studio.channels["a"].media.webrtc
+        await eventually(lambda: not webrtc.viewers, 10, "the studio to see the peer close")
+        await third.connect()  # a closed peer frees its place
     finally:
-        await first.close()
-        await second.close()
+        for viewer in (first, second, third):
+            await viewer.close()
 
 
 async def test_secrets_never_show_in_pages_metrics_health_or_logs(

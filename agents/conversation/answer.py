@@ -8,7 +8,7 @@ airs, so one that fails is replaced (or dropped) whole, never spliced onto an ai
 sentence already said in the answer is not said again. Degradations, each logged with its reason:
   no first token in time  -> the cached answer if there is one, else the canned line
                              (guided: the strict answer)
-  the LLM fails           -> the same (or the answer just stops, if some of it already aired)
+  the LLM fails (any way) -> the same (or the answer just stops if some of it aired)
   TTS fails on a sentence -> the pre-rendered filler line plays instead
 Pre-rendered lines are synthesised once at start, so they play even while TTS is down.
 """
@@ -27,7 +27,7 @@ from agents.conversation.sentences import ClauseSplitter, split_sentences
 from agents.conversation.speech import speech_segments
 from agents.conversation.turns import TurnHandle
 from agents.supervisor import cancel_and_wait
-from models.protocols import LLM, TTS, LLMError
+from models.protocols import LLM, TTS
 from stream.frames import SpeechSegment
 
 log = logging.getLogger(__name__)
@@ -200,12 +200,12 @@ class TurnRunner:
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
                 first = await anext(stream)
-        except (TimeoutError, LLMError, StopAsyncIteration) as exc:
+        except Exception as exc:  # any failure of the model's: the viewer hears a fallback, never nothing
             await stream.aclose()  # type: ignore[attr-defined]  # aborts the request if it still runs
             why = (
                 f"no first token in {self.first_token_timeout_s:.1f} s"
                 if isinstance(exc, TimeoutError)
-                else f"the LLM failed before answering ({exc or 'empty answer'})"
+                else f"the LLM failed before answering ({type(exc).__name__}: {exc or 'empty answer'})"
             )
             if reply.kind == "facts":  # guided: the lines are chosen; say them as they are
                 self._degrade(turn, f"{why}; saying the fact lines")
@@ -256,8 +256,8 @@ class TurnRunner:
             for sentence in pieces + tail:
                 if not await self._put(turn, sentence, said, sentences, reply):
                     return
-        except LLMError as exc:
-            self._degrade(turn, f"the LLM failed mid-answer: {exc}")
+        except Exception as exc:  # what aired stays; the answer ends here
+            self._degrade(turn, f"the LLM failed mid-answer ({type(exc).__name__}: {exc})")
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             await sentences.put(None)
