@@ -119,7 +119,7 @@ async def keep_talking(studio: ServeProcess, http: aiohttp.ClientSession) -> Non
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     config = {
-        "server": {"offers_per_minute": 100_000, "chats_per_minute": 100_000, "max_peers_per_client": 100_000,
+        "server": {"offers_per_minute": 100_000, "chats_per_minute": 100_000, "max_peers_per_client": 10_000,
                    "max_peers": max(200, args.viewers + 10)},
         "llm": {"backend": "none"},
         "channels": [{"name": CHANNEL, "video": {"width": args.size, "height": args.size}}],

@@ -23,11 +23,11 @@ import aiohttp
 
 from agents.chat.messages import IRCLine
 from agents.config import ChannelConfig
-from agents.conversation.control import ChannelBusy, ChannelPaused
 from agents.front.links import WorkerGone
 from agents.front.services import die_with_parent
 from agents.supervisor import cancel_and_wait
 from agents.worker.admission import AdmissionRefused
+from agents.worker.routes import TURN_REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class RemoteWorker:
 
     async def say(self, name: str, text: str) -> str:
         status, body = await self._call("POST", f"/_worker/channels/{name}/say", {"text": text})
-        refusal = {409: ChannelPaused, 429: ChannelBusy}.get(status, ValueError)
+        refusal = {code: kind for kind, code in TURN_REFUSALS.items()}.get(status, ValueError)
         if status >= 400:
             raise refusal(body.get("error", f"worker {self.index} answered {status}"))
         return str(body["turn"])

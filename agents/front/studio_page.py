@@ -35,7 +35,7 @@ from agents.front.guard import RateLimit
 from agents.front.links import WorkerGone
 from agents.front.sessions import COOKIE, Sessions, token_matches
 from agents.front.studio_feed import StudioFeed
-from agents.worker.routes import error, json_body
+from agents.worker.routes import error, json_body, refused
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,10 @@ async def say(request: web.Request) -> web.Response:
     body = await json_body(request)
     try:
         turn = await front.where[name].say(name, body.get("text"))  # type: ignore[arg-type]
-    except ChannelPaused as exc:
-        return error(409, str(exc))
-    except ChannelBusy as exc:
-        return error(429, str(exc))
     except WorkerGone as exc:
         return error(503, str(exc))
-    except ValueError as exc:
-        return error(400, str(exc))
+    except (ChannelPaused, ChannelBusy, ValueError) as exc:
+        return refused(exc)
     return web.json_response({"turn": turn}, status=202)
 
 

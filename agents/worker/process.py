@@ -37,7 +37,7 @@ from agents.conversation.control import ChannelBusy, ChannelPaused
 from agents.worker import control
 from agents.worker.admission import AdmissionRefused
 from agents.worker.metrics import StudioCollector, to_wire
-from agents.worker.routes import STUDIO, add_channel_routes, error, find_channel, json_body
+from agents.worker.routes import STUDIO, add_channel_routes, error, find_channel, json_body, refused
 from agents.worker.studio import Studio, local_lipsync
 from agents.worker.telemetry import StudioTelemetry
 from models.avatars import PackError
@@ -124,12 +124,8 @@ async def say(request: web.Request) -> web.Response:
     body = await json_body(request)
     try:
         return web.json_response({"turn": control.say(channel, body.get("text"))}, status=202)
-    except ChannelPaused as exc:
-        return error(409, str(exc))
-    except ChannelBusy as exc:
-        return error(429, str(exc))
-    except ValueError as exc:
-        return error(400, str(exc))
+    except (ChannelPaused, ChannelBusy, ValueError) as exc:
+        return refused(exc)
 
 
 async def chat_line(request: web.Request) -> web.Response:

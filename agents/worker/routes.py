@@ -41,10 +41,17 @@ FORWARDED: web.AppKey[bool] = web.AppKey("forwarded", bool)
 """True where requests come from the front only (a worker's unix socket): X-Forwarded-For is then the client."""
 TS_STREAMS: web.AppKey[MpegTsServer] = web.AppKey("ts_streams", MpegTsServer)
 DESK_STATUS = {"queued": 202, "done": 200, "ignored": 200, "refused": 400, "denied": 403, "limited": 429}
+TURN_REFUSALS: dict[type[Exception], int] = {ChannelPaused: 409, ChannelBusy: 429, ValueError: 400}
+"""A turn a channel refused, as an HTTP status (and, read backwards, what the front raises again)."""
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def refused(exc: Exception) -> web.Response:
+    """The answer to a turn the channel refused (TURN_REFUSALS)."""
+    return error(next(code for kind, code in TURN_REFUSALS.items() if isinstance(exc, kind)), str(exc))
 
 
 def unknown_channel(name: str, on_air: Iterable[str]) -> web.HTTPNotFound:
@@ -138,10 +145,8 @@ async def chat(request: web.Request) -> web.Response:
         return error(400, "'mode' must be 'ask' (the avatar answers) or 'say' (it speaks the text)")
     try:
         turn = channel.conversation.start_turn("answer" if mode == "ask" else "say", text)
-    except ChannelBusy as exc:
-        return error(429, str(exc))
-    except ChannelPaused as exc:
-        return error(409, str(exc))
+    except (ChannelBusy, ChannelPaused) as exc:
+        return refused(exc)
     return web.json_response({"turn": turn.turn_id, "mode": mode}, status=202)
 
 
