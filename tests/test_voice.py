@@ -64,17 +64,11 @@ async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: Se
         mic.say(question)
         await eventually(lambda: long_turn.interrupted, 5, "the barge-in")
         await eventually(lambda: long_turn.finished.is_set(), 5, "the interrupted turn to end")
-        # the answer to the question comes from the cached answers (no LLM in this test)
-        await eventually(
-            lambda: (
-                any(t.kind == "answer" for t in channel.conversation.turns.values())
-                or "49 dollars" in str(channel.conversation.memory.messages())
-            ),
-            20,
-            "the question to be answered",
-        )
-        await eventually(lambda: not channel.conversation.turns, 30, "the answer to air and end")
-        assert "49 dollars" in str(channel.conversation.memory.messages()), channel.conversation.memory.messages()
+        # the answer comes from the cached answers (no LLM in this test). Wait for what memory keeps
+        # once it aired, not for the turns to empty: an answer prepared at a pause mid-question is
+        # dropped when the viewer goes on speaking, and the turns are empty until the next one
+        memory = channel.conversation.memory
+        await eventually(lambda: "49 dollars" in str(memory.messages()), 60, "the answer to air")
     finally:
         await viewer.close()
     assert "spoke over the avatar" in long_turn.interrupt_reason
