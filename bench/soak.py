@@ -13,8 +13,9 @@ it prints, and keeps:
 Goals (issue 13, over 60 min): RSS growth < 2 % (from the first sample after the warm-up to the
 last), file descriptors flat, offset within +-20 ms, drift <= 10 ms/h (the slope of a line fitted
 to the viewers' offsets). JSON keys: minutes, channels, workers, processes{label: rss_mb[], fds[],
-rss_growth_pct, fds_first, fds_last}, deadline_misses, frames_received_pct, av_offset_ms{viewer,
-published: first, last, min, max, drift_ms_per_h}, samples, goals{...: bool}.
+rss_growth_pct, fds_first (after the warm-up, as RSS), fds_last}, deadline_misses,
+frames_received_pct, av_offset_ms{viewer, published: first, last, min, max, drift_ms_per_h}, samples,
+goals{...: bool}.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ LINES = [
     "If you are new to running, start slowly, three short runs a week is plenty at first.",
 ]
 WARMUP_FRACTION = 0.15
-"""RSS growth is measured from the first sample after this share of the run (caches and the
-allocator's arenas settle first)."""
+"""RSS growth and descriptors are measured from the first sample after this share of the run
+(caches and the allocator's arenas settle, and files opened once at the first turn are open)."""
 
 
 def proc_usage(pid: int) -> tuple[float, int] | None:
@@ -177,12 +178,13 @@ class Soak:
         for label in samples[0]["processes"]:
             rss = [s["processes"][label]["rss_mb"] for s in samples if label in s["processes"]]
             fds = [s["processes"][label]["fds"] for s in samples if label in s["processes"]]
-            base = next(s["processes"][label]["rss_mb"] for s in settled if label in s["processes"])
+            first = next(s["processes"][label] for s in settled if label in s["processes"])
+            base = first["rss_mb"]
             processes[label] = {
                 "rss_mb": rss,
                 "fds": fds,
                 "rss_growth_pct": round(100 * (rss[-1] - base) / base, 2),
-                "fds_first": fds[0],
+                "fds_first": first["fds"],
                 "fds_last": fds[-1],
             }
         offsets = {kind: _offset_summary(samples, kind) for kind in ("viewer", "published")}
