@@ -6,9 +6,12 @@ position and cannot drift. Speech segments are laid on the timeline back to back
 idle frames fill every gap.
 
 Video frames are rendered a few frames ahead of the clock by a FrameSource (the channel's face
-renderer). If a frame is not ready when it is due, the previous frame is shown again and the
-miss is counted — the picture never stops. Speech is scheduled no earlier than the first frame
-not yet sent to the renderer, so a frame rendered idle never has to be thrown away.
+renderer): four, 160 ms at 25 fps, because a render request crosses the channel's loop, a model's
+batcher and a thread, each of which a busy process (100 viewers sending, 500 event streams) can
+hold for tens of ms; with three, 1-3 % of frames came late under that load (bench/load.py).
+If a frame is not ready when it is due, the previous frame is shown again and the miss is counted —
+the picture never stops. Speech is scheduled no earlier than the first frame not yet sent to the
+renderer, so a frame rendered idle never has to be thrown away.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class Program:
         *,
         cue_dims: int = 3,
         clock: Clock | None = None,
-        lookahead: int = 3,
+        lookahead: int = 4,
         render_chunk: int = 2,
         name: str = "",
     ) -> None:

@@ -11,6 +11,10 @@ its own for them. Three aiortc details this relies on (notes/fanout.md):
   it is re-pointed at the shared encoder, rate-limited there;
 - aiortc's default ICE server is Google's public STUN: ICE servers come from config, none by
   default.
+
+The peers live on the process's send loop (stream/send_loop.py), not on the channel's: answer()
+is awaited from the channel's loop and hops there; what the channel needs back (keyframe requests,
+microphone frames, a viewer leaving) hops back with call_soon_threadsafe.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from stream.encoder import ChannelEncoder
 from stream.fanout import PacketFanout, PacketQueue
+from stream.send_loop import CrossLoopFanout, SendLoop, shared_send_loop
 from stream.send_timing import SendTiming, median_offset_ms
 
 log = logging.getLogger(__name__)
@@ -148,7 +153,7 @@ def _media_sections(sdp: str) -> list[tuple[str, str]]:
 
 
 class WebRTCEndpoint:
-    """Answers viewers' offers for one channel and keeps their peer connections."""
+    """Answers viewers' offers for one channel and keeps their peer connections (on the send loop)."""
 
     def __init__(
         self,
@@ -159,6 +164,7 @@ class WebRTCEndpoint:
         on_leave: Callable[[str], None] | None = None,
         max_viewers: int = 200,
         name: str = "",
+        send: SendLoop | None = None,
     ) -> None:
         self.encoder = encoder
         self.ice_servers = list(ice_servers)
@@ -166,11 +172,30 @@ class WebRTCEndpoint:
         self.on_leave = on_leave
         self.max_viewers = max_viewers
         self.name = name
+        self.send = send or shared_send_loop()
         self.viewers: dict[str, Viewer] = {}
+        """Written on the send loop only; other threads read it through list()/len()/in."""
         self._ids = itertools.count(1)
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._streams: dict[str, CrossLoopFanout] = {}
+
+    def subscribers(self, kind: str) -> int:
+        """Viewer tracks receiving this channel's video ("video") or Opus ("audio") now."""
+        stream = self._streams.get(kind)
+        return stream.mirror.subscribers if stream else 0
+
+    def _to_channel(self, fn: Callable[..., object], *args: object) -> None:
+        assert self._channel_loop is not None
+        self._channel_loop.call_soon_threadsafe(fn, *args)
+
+    def _ask_keyframe(self, reason: str) -> None:
+        """From the send loop: the channel's encoder makes an IDR (it rate-limits them)."""
+        self._to_channel(self.encoder.request_keyframe, reason)
 
     async def answer(self, sdp: object, type_: object) -> tuple[str, str]:
-        """An SDP offer -> (answer SDP, viewer id). Raises OfferError for anything unusable."""
+        """An SDP offer -> (answer SDP, viewer id). Raises OfferError for anything unusable.
+
+        Awaited on the channel's loop (whose encoder feeds the viewers)."""
         if type_ != "offer":
             raise OfferError(f"expected an SDP of type 'offer', got {type_!r}")
         if not isinstance(sdp, str) or not sdp.startswith("v=0"):
@@ -182,15 +207,25 @@ class WebRTCEndpoint:
             raise OfferError("the offer has no video section; add a recvonly video transceiver")
         if not re.search(r"^a=rtpmap:\d+ H264/90000", sdp, flags=re.M | re.I):
             raise OfferError("the offer has no H.264 video; this server sends H.264 only")
+        if not self._streams:  # the first offer: the channel's packets start crossing to the send loop
+            self._channel_loop = asyncio.get_running_loop()
+            video = CrossLoopFanout(self.encoder.video, self.send, self._channel_loop, self.encoder.request_keyframe)
+            self._streams = {"video": video, "audio": CrossLoopFanout(self.encoder.opus, self.send, self._channel_loop)}
+        return await self.send.run(self._open(sdp, sections))
+
+    async def _open(self, sdp: str, sections: list[tuple[str, str]]) -> tuple[str, str]:
+        """On the send loop: the viewer's peer connection, its tracks, the answer."""
         if len(self.viewers) >= self.max_viewers:
             raise OfferError(f"channel {self.name} is full ({self.max_viewers} viewers)")
-
         viewer = Viewer(f"v{next(self._ids)}", RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers)))
         self.viewers[viewer.id] = viewer
         try:
             self._add_tracks(viewer, sections)
             await viewer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await viewer.pc.setLocalDescription(await viewer.pc.createAnswer())
+        except asyncio.CancelledError:  # the asker went away: no half-made peer stays behind
+            await self._drop(viewer)
+            raise
         except Exception as exc:
             await self._drop(viewer)
             raise OfferError(f"the offer could not be answered: {type(exc).__name__}: {exc}") from exc
@@ -206,20 +241,19 @@ class WebRTCEndpoint:
                 continue
             seen.add(kind)
             if kind == "video":
-                track = FanoutTrack(
-                    "video", self.encoder.video, VIDEO_QUEUE, self.encoder.request_keyframe, viewer.timing
-                )
+                video = self._streams["video"]
+                track = FanoutTrack("video", video.mirror, VIDEO_QUEUE, self._ask_keyframe, viewer.timing)
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(_codecs("video", ["video/H264", "video/rtx"]))
                 sender = transceiver.sender
 
                 def on_picture_loss(viewer: Viewer = viewer) -> None:
                     viewer.plis += 1
-                    self.encoder.request_keyframe("pli")
+                    self._ask_keyframe("pli")
 
                 sender._send_keyframe = on_picture_loss  # aiortc calls this on PLI and FIR
             else:
-                track = FanoutTrack("audio", self.encoder.opus, AUDIO_QUEUE, None, viewer.timing)
+                track = FanoutTrack("audio", self._streams["audio"].mirror, AUDIO_QUEUE, None, viewer.timing)
                 mic = direction in ("sendrecv", "sendonly")
                 transceiver = pc.addTransceiver(track, direction="sendrecv" if mic else "sendonly")
                 transceiver.setCodecPreferences(_codecs("audio", ["audio/opus"]))
@@ -237,11 +271,11 @@ class WebRTCEndpoint:
     def av_offset_ms(self) -> float | None:
         """The A/V offset the connected viewers get, measured as their packets leave (median over
         viewers, ms; stream/send_timing.py). None without viewers."""
-        return median_offset_ms([v.timing for v in self.viewers.values() if v.state == "connected"])
+        return median_offset_ms([v.timing for v in list(self.viewers.values()) if v.state == "connected"])
 
     def sync(self) -> dict[str, dict]:
         """Each viewer's measured A/V offset and the timeline pts of its first packets."""
-        return {v.id: v.timing.to_json() for v in self.viewers.values()}
+        return {v.id: v.timing.to_json() for v in list(self.viewers.values())}
 
     async def _consume(self, viewer: Viewer, remote: MediaStreamTrack) -> None:
         """Every received track gets a reader (an unread track grows without bound)."""
@@ -251,7 +285,7 @@ class WebRTCEndpoint:
                 if remote.kind == "audio":
                     viewer.mic_frames += 1
                     if self.on_mic is not None:
-                        self.on_mic(viewer.id, frame)
+                        self._to_channel(self.on_mic, viewer.id, frame)
 
     async def _expire_unconnected(self, viewer: Viewer) -> None:
         await asyncio.sleep(CONNECT_TIMEOUT_S)
@@ -270,8 +304,13 @@ class WebRTCEndpoint:
                 task.cancel()
         await viewer.pc.close()
         if self.on_leave is not None:
-            self.on_leave(viewer.id)
+            self._to_channel(self.on_leave, viewer.id)
         log.info("channel %s: viewer %s left (%d viewers)", self.name, viewer.id, len(self.viewers))
 
     async def aclose(self) -> None:
+        await self.send.run(self._drop_all())
+        for stream in self._streams.values():
+            stream.close()
+
+    async def _drop_all(self) -> None:
         await asyncio.gather(*(self._drop(v) for v in list(self.viewers.values())), return_exceptions=True)

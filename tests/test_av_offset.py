@@ -105,10 +105,11 @@ async def test_a_viewer_measures_the_published_offset_and_both_follow_a_late_str
         # the picture leaves 150 ms late from now on: both figures follow, within the same bounds
         track = next(t for t in channel.media.webrtc.viewers[viewer.viewer_id].tracks if t.kind == "video")
 
-        async def delay_video() -> None:
+        async def delay_video() -> None:  # on the send loop, where the viewer's track reads its queue
             track.queue = DelayLine(track.queue, VIDEO_DELAY_S)  # type: ignore[assignment]
 
-        srv.call(delay_video())
+        send = channel.media.webrtc.send
+        asyncio.run_coroutine_threadsafe(delay_video(), send.loop).result(5)
         changed = time.monotonic()
         await eventually(
             lambda: published()["av_offset_ms"] < -(VIDEO_DELAY_S - AGREE_S) * 1000, 20, "the channel to see it"

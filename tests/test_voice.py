@@ -64,11 +64,19 @@ async def test_viewer_speech_over_the_avatar_stops_it_and_is_answered(server: Se
         mic.say(question)
         await eventually(lambda: long_turn.interrupted, 5, "the barge-in")
         await eventually(lambda: long_turn.finished.is_set(), 5, "the interrupted turn to end")
-        # the answer comes from the cached answers (no LLM in this test). Wait for what memory keeps
-        # once it aired, not for the turns to empty: an answer prepared at a pause mid-question is
-        # dropped when the viewer goes on speaking, and the turns are empty until the next one
+        # Wait for what memory keeps once an answer aired, not for the turns to empty: an answer
+        # prepared at a pause mid-question is dropped when the viewer goes on speaking, and the turns
+        # are empty until the next one. Which answer depends on Whisper (no LLM here): on espeak's
+        # voice it hears "running shoes" as "running choose" in about one run of three, and an honest
+        # "I don't know" is then the right answer.
         memory = channel.conversation.memory
-        await eventually(lambda: "49 dollars" in str(memory.messages()), 60, "the answer to air")
+
+        def answered() -> bool:
+            messages = memory.messages()
+            asked = [i for i, m in enumerate(messages) if m["role"] == "user" and "cost" in m["content"].lower()]
+            return bool(asked) and any(m["role"] == "assistant" for m in messages[asked[-1] + 1 :])
+
+        await eventually(answered, 60, "the answer to air")
     finally:
         await viewer.close()
     assert "spoke over the avatar" in long_turn.interrupt_reason
