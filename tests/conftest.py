@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import wave
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,6 +104,13 @@ class ServerThread:
             raise
         return self
 
+    def frame_counters(self) -> dict[str, tuple[int, int]]:
+        """(frames sent, frames not rendered in time) of each channel's Program so far."""
+        return {
+            name: (ch.program.stats["video_frames"], ch.program.stats["late_frames"])
+            for name, ch in self.studio.channels.items()
+        }
+
     def stop(self) -> None:
         async def down() -> None:
             if self.runner is not None:
@@ -116,6 +123,17 @@ class ServerThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+
+
+def assert_frames_in_time(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], elapsed_s: float, names: Iterable[str]
+) -> None:
+    """The faults' criterion (test_faults.py): each channel sent >= 95 % of 25 fps over the window and
+    rendered >= 98 % of those frames in time (the rest repeated the last picture)."""
+    for name in names:
+        frames, late = after[name][0] - before[name][0], after[name][1] - before[name][1]
+        assert frames >= 0.95 * 25 * elapsed_s, (name, "frames sent", frames, elapsed_s)
+        assert late <= 0.02 * frames, (name, "frames late", late, frames)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 
@@ -89,8 +90,8 @@ async def test_three_viewers_share_one_encoder(server: ServerThread) -> None:
             await v.connect()
         for v in viewers:
             await v.until(lambda g: len(g.video_pts) >= 25, 10, "a second of video")
-        assert channel.encoder.video.subscribers == 3
-        assert channel.encoder.opus.subscribers == 3
+        assert channel.media.webrtc.subscribers("video") == 3
+        assert channel.media.webrtc.subscribers("audio") == 3
         assert live_h264_encoders() == encoders_before, "no H.264 encoder was opened for any viewer"
         senders = [
             t.sender
@@ -105,7 +106,7 @@ async def test_three_viewers_share_one_encoder(server: ServerThread) -> None:
         for v in viewers:
             await v.close()
     await eventually(lambda: not channel.media.webrtc.viewers, 15, "the server to drop the closed viewers")
-    assert channel.encoder.video.subscribers == 0 and channel.encoder.opus.subscribers == 0
+    assert channel.media.webrtc.subscribers("video") == 0 and channel.media.webrtc.subscribers("audio") == 0
 
 
 async def test_a_viewers_picture_loss_request_reaches_the_shared_encoder(server: ServerThread) -> None:
@@ -124,3 +125,25 @@ async def test_a_viewers_picture_loss_request_reaches_the_shared_encoder(server:
     finally:
         await viewer.close()
     assert channel.encoder.keyframe_requests["pli"] == plis_before + 1
+
+
+async def _task_names() -> set[str]:
+    """The coroutines of the tasks on the loop this runs on."""
+    return {task.get_coro().__qualname__ for task in asyncio.all_tasks()}
+
+
+async def test_a_viewers_peer_sends_from_the_send_loop_not_the_channels(server: ServerThread) -> None:
+    channel = server.studio.channels["nova"]
+    viewer = AiortcViewer(server.url, "nova")
+    try:
+        await viewer.connect()
+        await viewer.until(lambda g: len(g.video_pts) >= 10, 10, "frames at the viewer")
+        webrtc = channel.media.webrtc
+        on_send = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_task_names(), webrtc.send.loop))
+        on_channel = server.call(_task_names())
+        assert "RTCRtpSender._run_rtp" in on_send
+        assert "RTCRtpSender._run_rtp" not in on_channel, "a peer sends from the channel's loop"
+        assert "Supervised.run" in on_channel and "Supervised.run" not in on_send
+        assert webrtc.subscribers("video") == 1 and webrtc.subscribers("audio") == 1
+    finally:
+        await viewer.close()
