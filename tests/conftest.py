@@ -38,7 +38,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def studio_config(channels: list[dict[str, Any]], llm: dict[str, Any] | None = None, **server: Any) -> StudioConfig:
+def studio_config(
+    channels: list[dict[str, Any]], llm: dict[str, Any] | None = None, irc: dict[str, Any] | None = None, **server: Any
+) -> StudioConfig:
     """A config with test defaults: loopback, a free port, no greeting, no LLM unless asked for,
     and a chat box that says what it is given unless a channel says otherwise. Every test client is
     127.0.0.1, so the per-address limits are lifted unless a test sets them (tests/test_web_guard.py)."""
@@ -49,6 +51,7 @@ def studio_config(channels: list[dict[str, Any]], llm: dict[str, Any] | None = N
             "server": {"host": "127.0.0.1", "port": free_port(), **every_client_is_loopback, **server},
             "lipsync": {"device": "cpu"},
             "llm": llm or {"backend": "none"},
+            **({"irc": irc} if irc is not None else {}),
             "channels": channels,
         },
         "test config",

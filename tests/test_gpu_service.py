@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from models.lipsync.remote import RemoteLipSync
 from models.lipsync.service import LipSyncService
 from stream.clock import OfflineClock, VideoFormat
 from stream.program import Program
-from tests.conftest import eventually
+from tests.conftest import ServerThread, eventually, studio_config
+from tests.front_client import events_until, health, health_until, post
+from tests.viewer_client import AiortcViewer
 
 SIZE = (256, 256)
 
@@ -181,3 +184,54 @@ def test_a_voice_speaks_in_the_service_and_on_this_cpu_without_it(tmp_path: Path
         voice.close()
     finally:
         service.stop()
+
+
+async def test_a_studio_keeps_its_pictures_and_its_lines_while_the_gpu_service_is_killed() -> None:
+    """The fault as the issue puts it: a running studio (two workers, the GPU service drawing for both)
+    with a viewer on each channel; the service is killed. Every channel keeps sending its frames (the
+    workers draw on their own CPUs), a line said during the outage airs, the service comes back."""
+    cfg = studio_config([{"name": n, "video": {"width": 256, "height": 256}} for n in "ab"], workers=2)
+    cfg = cfg.model_copy(update={"lipsync": cfg.lipsync.model_copy(update={"process": "shared"})})
+    server = ServerThread(cfg).start()
+    viewers = [AiortcViewer(server.url, n) for n in "ab"]
+    try:
+        for viewer in viewers:
+            await viewer.connect()
+            await viewer.until(lambda g: len(g.video_pts) >= 25, 20, "a second of video")
+        h = await health(server.url)
+        gpu = h["services"]["gpu"]
+        assert gpu["state"] == "up"
+        before = {n: h["channels"][n]["program"] for n in "ab"}
+        received = [len(v.got.video_times) for v in viewers]
+        t0 = time.monotonic()
+        os.kill(gpu["pid"], signal.SIGKILL)
+        said = asyncio.create_task(
+            events_until(server.url, "a", lambda seen: any("without the" in e.get("text", "") for e in seen), 30)
+        )
+        await asyncio.sleep(0.3)
+        status, body = await post(server.url, "/c/a/chat", {"text": "Still here without the service.", "mode": "say"})
+        assert status == 202, body
+        await said
+        await health_until(
+            server.url,
+            lambda h: h["services"]["gpu"]["state"] == "up" and h["services"]["gpu"]["pid"] != gpu["pid"],
+            "the GPU service restarted",
+            limit_s=60,
+        )
+        back_s = time.monotonic() - t0
+        await asyncio.sleep(2.0)  # frames drawn by the restarted service count too
+        h = await health(server.url)
+        elapsed = time.monotonic() - t0
+        figures = []
+        for n, viewer, got in zip("ab", viewers, received, strict=True):
+            frames = h["channels"][n]["program"]["video_frames"] - before[n]["video_frames"]
+            late = h["channels"][n]["program"].get("late_frames", 0) - before[n].get("late_frames", 0)
+            assert frames >= 0.95 * 25 * elapsed, f"{n} sent {frames} frames in {elapsed:.1f} s"
+            assert late <= 25, f"{n} repeated {late} frames: its picture stood still for over a second"
+            assert len(viewer.got.video_times) - got >= 0.9 * 25 * elapsed, f"{n}'s viewer lost frames"
+            figures.append(f"{n}: {frames} frames, {late} repeated")
+        print(f"GPU service back {back_s:.1f} s after it was killed; over {elapsed:.1f} s {', '.join(figures)}")
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        server.stop()

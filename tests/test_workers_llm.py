@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ServerThread, studio_config
+from tests.front_client import health
 from tests.tiny_llama import make_tiny_llama
 
 pytestmark = pytest.mark.slow
@@ -33,11 +34,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server = ServerThread(cfg).start()
     yield server
     server.stop()
-
-
-async def health(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response:
-        return await response.json()
 
 
 async def answer(url: str, question: str) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ from alice.", so viewers hear whom the avatar answers; a viewer's words are read
 read_questions, after the moderation filter), then the answer; `!skip` stops both.
 `!pause` only stops new questions from being started: the answer on air goes on (`!skip` cuts
 it), and commands, `!say` included, keep working.
+Every IRC line is reported to `settled` once the desk is done with it (handled at once, aired,
+or dropped with a reason in the log): the front replays the others if this worker dies.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class ChatDesk:
         *,
         bot_nick: str | None = None,
         post: Callable[[str], object] | None = None,
+        settled: Callable[[str], object] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.channel = channel
@@ -84,6 +87,8 @@ class ChatDesk:
         self._mention = bot_nick if cfg.mention else None
         self.post = post
         """Posts a line to the channel's IRC channel (None: the channel has no IRC)."""
+        self.settled = settled
+        """Told the `ref` of each IRC message the desk is done with (agents/front/chat_ledger.py)."""
         self.clock = clock
         self.moderation = Moderation(
             blocklist=cfg.blocklist,
@@ -139,8 +144,12 @@ class ChatDesk:
         """A chat line from IRC: a request for the bot is handled, the rest of chat left alone."""
         if parse_request(without_cheers(msg), prefix=self.cfg.prefix, mention_nick=self._mention) is None:
             self.counts["ignored"] += 1
-            return Outcome("ignored")
-        return self._handle(msg, None)
+            outcome = Outcome("ignored")
+        else:
+            outcome = self._handle(msg, None)
+        if outcome.status != "queued":
+            self._settle(msg)
+        return outcome
 
     def submit_page(self, text: str, mode: str = "ask", user: str = "") -> dict[str, str]:
         """The page's chat box: a command (with the prefix), else a question (ask) or a line to say."""
@@ -176,6 +185,10 @@ class ChatDesk:
         self.commands[request.command] += 1
         handler: Callable[[ChatMessage, Request], Outcome] = getattr(self, f"_cmd_{request.command}")
         return handler(msg, request)
+
+    def _settle(self, msg: ChatMessage) -> None:
+        if msg.ref and self.settled is not None:
+            self.settled(msg.ref)
 
     def _refuse(self, status: str, msg: ChatMessage, reason: str) -> Outcome:
         self.dropped[status] += 1
@@ -245,6 +258,7 @@ class ChatDesk:
         held = [s for s in self.says if s.not_before > now]
         for s in held:
             self.says.remove(s)
+            self._settle(s.msg)
             self.dropped["dumped"] += 1
             log.info("chat %s: dumped %s's line %r from the broadcast delay", self.name, s.msg.login, s.text[:60])
         n = len(held) + len(self.queue.drop_delayed())
@@ -259,6 +273,7 @@ class ChatDesk:
         taken = len(self.queue.drop_where(lambda q: retraction.covers(q.msg), "retracted", retraction.why))
         for say in [s for s in self.says if retraction.covers(s.msg)]:
             self.says.remove(say)
+            self._settle(say.msg)
             self.dropped["retracted"] += 1
             log.info("chat %s: dropped %s's line %r (%s)", self.name, say.msg.login, say.text[:60], retraction.why)
             taken += 1
@@ -271,6 +286,7 @@ class ChatDesk:
         return taken
 
     def _question_dropped(self, q: Question, kind: str, why: str) -> None:
+        self._settle(q.msg)
         self.dropped[kind] += 1
         log.info("chat %s: dropped %s's question %r (%s)", self.name, q.msg.login, q.text[:60], why)
 
@@ -313,12 +329,21 @@ class ChatDesk:
 
     async def _air_say(self, say: _Say) -> None:
         self._current_msg = say.msg
-        turn = await self._start_current("say", say.text, say.msg)
-        if turn is not None:
-            await turn.finished.wait()
-            self.counts["said"] += 1
+        try:
+            turn = await self._start_current("say", say.text, say.msg)
+            if turn is not None:
+                await turn.finished.wait()
+                self.counts["said"] += 1
+        finally:
+            self._settle(say.msg)
 
     async def _air_question(self, q: Question) -> None:
+        try:
+            await self._answer_question(q)
+        finally:
+            self._settle(q.msg)
+
+    async def _answer_question(self, q: Question) -> None:
         self._current_msg = q.msg
         question = (self.moderation.filter_output(q.text) or "") if self.cfg.read_questions else ""
         announce = self.cfg.announce.format(name=q.msg.display_name, question=question)

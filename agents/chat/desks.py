@@ -3,7 +3,9 @@
 The front's one IRC connection (router.py) hands every line meant for one of these channels to
 `line()`: PRIVMSG becomes a ChatMessage for the desk, CLEARMSG and CLEARCHAT (Twitch's own
 moderation) become retractions. Lines the desks post back go out through `post(irc channel,
-text)`, which the process hosting this worker connects to the front's IRC connection.
+text)`, which the process hosting this worker connects to the front's IRC connection; the
+`ref` of each line the desks are done with goes back through `settled(ref)`, so the front knows
+which lines to hand a restarted worker again (agents/front/chat_ledger.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class ChannelDesks:
         self.desks: dict[str, ChatDesk] = {}
         self.post: Callable[[str, str], None] | None = None
         """(IRC channel, text) -> the IRC connection; None: lines for IRC are dropped (logged)."""
+        self.settled: Callable[[str], None] | None = None
+        """ref -> the front's ledger of lines not yet done with; None: nobody keeps one (one process)."""
 
     def desk(self, name: str) -> ChatDesk | None:
         return self.desks.get(name)
@@ -37,11 +41,15 @@ class ChannelDesks:
             return self.desks.get(channel.name)
         irc_channel = chat.irc_channel
         post = None if irc_channel is None else (lambda text: self._post(irc_channel, text))
-        desk = ChatDesk(channel.conversation, chat, bot_nick=self.bot_nick, post=post)
+        desk = ChatDesk(channel.conversation, chat, bot_nick=self.bot_nick, post=post, settled=self._settled)
         desk.start()
         self.desks[channel.name] = desk
         log.info("chat %s: desk open%s", channel.name, f" on IRC {irc_channel}" if irc_channel else "")
         return desk
+
+    def _settled(self, ref: str) -> None:
+        if ref and self.settled is not None:
+            self.settled(ref)
 
     def _post(self, irc_channel: str, text: str) -> None:
         if self.post is None:
@@ -55,11 +63,14 @@ class ChannelDesks:
             await desk.aclose()
             log.info("chat %s: desk closed", name)
 
-    def line(self, name: str, line: IRCLine) -> None:
-        """An IRC line for channel `name`'s desk (ignored once the channel is gone)."""
+    def line(self, name: str, line: IRCLine, ref: str = "") -> None:
+        """An IRC line for channel `name`'s desk (ignored once the channel is gone). A question it
+        queues is settled when the desk is done with it; every other line at once."""
         desk = self.desks.get(name)
         if desk is None:
+            self._settled(ref)
             return
+        msg = None
         if line.command == "CLEARMSG":  # a mod deleted one message
             desk.retract(Retraction(msg_id=line.tags.get("target-msg-id", ""), why="a moderator deleted it"))
         elif line.command == "CLEARCHAT" and len(line.params) >= 2:  # a user timed out or banned
@@ -68,9 +79,11 @@ class ChannelDesks:
         elif line.command == "CLEARCHAT":
             desk.retract(Retraction(everything=True, why="a moderator cleared the chat"))
         elif line.nick.lower() != (self.bot_nick or "").lower():  # not our own line echoed
-            msg = ChatMessage.from_privmsg(line, desk.cfg.roles)
+            msg = ChatMessage.from_privmsg(line, desk.cfg.roles, ref)
             if msg is not None:
-                desk.receive(msg)
+                desk.receive(msg)  # settles it itself
+        if msg is None:
+            self._settled(ref)
 
     def stats(self) -> dict[str, Any]:
         return {name: desk.stats() for name, desk in self.desks.items()}

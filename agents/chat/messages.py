@@ -103,6 +103,9 @@ class ChatMessage:
     source: str = "chat"  # "chat" (IRC) or "page"
     user_id: str = ""
     """Twitch's stable account id (a login can be renamed); empty where the server has none."""
+    ref: str = ""
+    """The front's name for the IRC line this came in (agents/front/chat_ledger.py): the desk says
+    when it is done with it, so a worker that dies leaves nothing asked unanswered; "" for the page."""
 
     @property
     def user_key(self) -> str:
@@ -119,7 +122,7 @@ class ChatMessage:
         return int(self.role)
 
     @classmethod
-    def from_privmsg(cls, line: IRCLine, roles: Mapping[str, str]) -> ChatMessage | None:
+    def from_privmsg(cls, line: IRCLine, roles: Mapping[str, str], ref: str = "") -> ChatMessage | None:
         """The chat message of a PRIVMSG (None for CTCP other than /me)."""
         text = line.params[-1] if len(line.params) >= 2 else ""
         if text.startswith("\x01"):
@@ -140,6 +143,7 @@ class ChatMessage:
             bits=int(bits) if bits.isdigit() and len(bits) < 9 else 0,
             msg_id=line.tags.get("id", ""),
             user_id=line.tags.get("user-id", "")[:32],
+            ref=ref,
         )
 
 

@@ -245,8 +245,11 @@ class Front:
                 entry["error"] = str(h) if not isinstance(h, WorkerGone) else "restarting"
                 workers.append(entry)
                 continue
+            desks = h.get("chat", {})
             for name, stats in h["channels"].items():
                 channels[name] = {**stats, "worker": {"index": worker.index, "pid": worker.pid}}
+                if name in desks:  # its chat desk: the queue, what was answered and dropped
+                    channels[name]["chat"] = desks[name]
             failed.update(h["failed"])
             workers.append({**entry, "channels": sorted(h["channels"]), "capacity": h["capacity"]})
         return {

@@ -4,7 +4,8 @@ Each worker is `python -m agents.worker.process` on its own unix socket in a pri
 front talks to it over that socket (HTTP: small control calls, and the channels' own routes it
 forwards), and reads the lines its chat desks post. A worker that dies (a crash, kill -9) is
 started again with the channels it ran, which come back on air; viewers' pages reconnect by
-themselves. The other workers never notice: nothing of theirs passes through the dead one.
+themselves, and the chat lines it had not finished with are handed to it again (chat_ledger.py).
+The other workers never notice: nothing of theirs passes through the dead one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aiohttp
 
 from agents.chat.messages import IRCLine
 from agents.config import ChannelConfig
+from agents.front.chat_ledger import ChatLedger
 from agents.front.links import WorkerGone
 from agents.front.services import die_with_parent
 from agents.supervisor import cancel_and_wait
@@ -81,6 +83,7 @@ class RemoteWorker:
         self.last_exit: str | None = None
         self._watch: asyncio.Task[None] | None = None
         self._chat_reader: asyncio.Task[None] | None = None
+        self.chat_ledger = ChatLedger(index)
         self._closing = False
 
     @property
@@ -122,6 +125,11 @@ class RemoteWorker:
         )
         self._state = "up"
         self._chat_reader = asyncio.create_task(self._read_chat(), name=f"worker-{self.index}-chat")
+        unsettled = self.chat_ledger.replay(c.name for c in channels)
+        if unsettled:
+            log.info("worker %d: handing it %d chat lines it had not finished with", self.index, len(unsettled))
+        for ref, name, line in unsettled:
+            self._send_chat(ref, name, line)
         if self._watch is None:
             self._watch = asyncio.create_task(self._watch_process(), name=f"worker-{self.index}-watch")
         log.info("worker %d up (pid %d) with %d channels", self.index, self.pid, len(channels))
@@ -157,7 +165,10 @@ class RemoteWorker:
             async with self._client().get("http://worker/_worker/chat-out") as response:
                 async for raw in response.content:
                     line = json.loads(raw)
-                    self.front.post_chat(line["irc_channel"], line["text"])
+                    if "settled" in line:
+                        self.chat_ledger.settle(line["settled"])
+                    else:
+                        self.front.post_chat(line["irc_channel"], line["text"])
 
     async def _drop_connection(self) -> None:
         if self._chat_reader is not None:
@@ -259,9 +270,16 @@ class RemoteWorker:
         return str(body["turn"])
 
     def chat_line(self, name: str, line: IRCLine) -> None:
+        """Hand the line to the worker; kept in the ledger until the worker settles it, so a worker
+        that is down (or dies with it) gets it again when it is back."""
+        ref = self.chat_ledger.record(name, line)
+        if self._state == "up":
+            self._send_chat(ref, name, line)
+
+    def _send_chat(self, ref: str, name: str, line: IRCLine) -> None:
         body = {"command": line.command, "params": list(line.params), "tags": dict(line.tags), "prefix": line.prefix}
-        task = asyncio.get_running_loop().create_task(self._call("POST", f"/_worker/chat/{name}", body))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a down worker drops the line
+        task = asyncio.get_running_loop().create_task(self._call("POST", f"/_worker/chat/{name}", {**body, "ref": ref}))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # unsettled: sent again after a restart
 
 
 async def start_workers(

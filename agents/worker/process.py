@@ -6,8 +6,9 @@ serves on a unix socket only the front can reach:
                                forwards from the public port
   /_worker/health, /metrics    Studio.health() and the metric families (agents/worker/metrics.py)
   /_worker/channels            POST a channel config to put it on air; DELETE .../{name}; pause, resume
-  /_worker/chat/{name}         an IRC line for the channel's chat desk
-  /_worker/chat-out            the desks' lines for IRC, streamed to the front, which posts them
+  /_worker/chat/{name}         an IRC line (and its ref) for the channel's chat desk
+  /_worker/chat-out            the desks' lines for IRC, streamed to the front, which posts them, and
+                               the refs of the lines they are done with (agents/front/chat_ledger.py)
   /_worker/telemetry           the studio page's numbers (agents/worker/telemetry.py)
   /_worker/thumbnail/{name}    the channel's latest picture, a small JPEG (404 before its first frame)
   /_worker/channels/{name}/skip, /say   the studio page's skip and say buttons (agents/worker/control.py)
@@ -27,7 +28,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -131,7 +131,7 @@ async def say(request: web.Request) -> web.Response:
 async def chat_line(request: web.Request) -> web.Response:
     body = await json_body(request)
     line = IRCLine(str(body["command"]), tuple(map(str, body["params"])), dict(body["tags"]), str(body["prefix"]))
-    request.app[STUDIO].desks.line(request.match_info["channel"], line)
+    request.app[STUDIO].desks.line(request.match_info["channel"], line, str(body.get("ref", "")))
     return web.json_response({"ok": True})
 
 
@@ -145,13 +145,11 @@ async def chat_out(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def queue_post(queue: asyncio.Queue[dict[str, str] | None]) -> Any:
-    def post(irc_channel: str, text: str) -> None:
-        if queue.full():
-            queue.get_nowait()
-        queue.put_nowait({"irc_channel": irc_channel, "text": text})
-
-    return post
+def queue_put(queue: asyncio.Queue[dict[str, str] | None], item: dict[str, str]) -> None:
+    """Onto the stream to the front; when it is full the oldest goes (chat has moved on)."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 def make_worker_app(studio: Studio) -> web.Application:
@@ -160,7 +158,9 @@ def make_worker_app(studio: Studio) -> web.Application:
     app[COLLECTOR] = StudioCollector(studio)
     app[TELEMETRY] = StudioTelemetry(studio)
     app[CHAT_OUT] = asyncio.Queue(CHAT_OUT_QUEUE)
-    studio.post_chat = queue_post(app[CHAT_OUT])
+    out = app[CHAT_OUT]
+    studio.post_chat = lambda irc_channel, text: queue_put(out, {"irc_channel": irc_channel, "text": text})
+    studio.desks.settled = lambda ref: queue_put(out, {"settled": ref})  # for the front's chat ledger
     app.router.add_get("/_worker/health", health)
     app.router.add_get("/_worker/metrics", metrics)
     app.router.add_post("/_worker/channels", add_channel)
