@@ -6,12 +6,11 @@ position and cannot drift. Speech segments are laid on the timeline back to back
 idle frames fill every gap.
 
 Video frames are rendered a few frames ahead of the clock by a FrameSource (the channel's face
-renderer): four, 160 ms at 25 fps, because a render request crosses the channel's loop, a model's
-batcher and a thread, each of which a busy process (100 viewers sending, 500 event streams) can
-hold for tens of ms; with three, 1-3 % of frames came late under that load (bench/load.py).
-If a frame is not ready when it is due, the previous frame is shown again and the miss is counted —
-the picture never stops. Speech is scheduled no earlier than the first frame not yet sent to the
-renderer, so a frame rendered idle never has to be thrown away.
+renderer): four (160 ms at 25 fps), since a render request crosses the channel's loop, a batcher
+and a thread, each of which a busy process can hold for tens of ms; with three, 1-3 % of frames
+came late under bench/load.py's 100 viewers and 500 event streams. A frame not ready when due
+shows the previous one again and counts the miss: the picture never stops. Speech is scheduled no
+earlier than the first frame not yet sent to the renderer, so no frame rendered idle is thrown away.
 """
 
 from __future__ import annotations

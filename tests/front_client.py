@@ -30,8 +30,22 @@ async def post(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str
         return response.status, await response.json()
 
 
-async def events_until(url: str, channel: str, wanted: Any, limit_s: float) -> list[dict[str, Any]]:
-    """Read the channel's event stream (through the front) until `wanted(events)` holds."""
+async def listen(url: str, channel: str, wanted: Any, limit_s: float) -> asyncio.Task[list[dict[str, Any]]]:
+    """Open the channel's event stream (through the front) and return once the server has it (its
+    `: connected` line); the task reads on until `wanted(events)` holds and gives the events."""
+    connected = asyncio.Event()
+    reading = asyncio.create_task(_events_until(url, channel, wanted, limit_s, connected))
+    waiting = asyncio.create_task(connected.wait())
+    await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if reading.done():
+        reading.result()  # the stream failed or ended before it was connected: raise why
+    return reading
+
+
+async def _events_until(
+    url: str, channel: str, wanted: Any, limit_s: float, connected: asyncio.Event
+) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     async with (
         asyncio.timeout(limit_s),
@@ -39,7 +53,9 @@ async def events_until(url: str, channel: str, wanted: Any, limit_s: float) -> l
         http.get(f"{url}/c/{channel}/events") as response,
     ):
         async for raw in response.content:
-            if raw.startswith(b"data: "):
+            if raw.startswith(b": connected"):
+                connected.set()
+            elif raw.startswith(b"data: "):
                 seen.append(json.loads(raw[6:]))
                 if wanted(seen):
                     return seen

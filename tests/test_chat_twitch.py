@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.chat.messages import IRCLine
 from agents.chat.router import ChatRouter
 from agents.config.chat import IRCConfig
 from tests.conftest import ServerThread, assert_frames_in_time, eventually
@@ -417,26 +416,3 @@ async def test_channels_join_and_leave_the_one_connection_at_run_time(rig: Rig, 
         rig.chat.check_channel(clash)
     stats = rig.chat.stats()
     assert stats["irc"]["state"] == "registered" and set(stats["routes"].values()) == {"alpha", "beta"}
-
-
-async def test_the_desk_says_when_it_is_done_with_each_line(rig: Rig, server: ServerThread) -> None:
-    """What a worker's desks tell the front's chat ledger (agents/front/chat_ledger.py): a line that
-    needs nothing more at once, a question only once it has aired, a line for no desk at once."""
-    await rig.registered()
-    air = AirLog(rig.alpha)
-    settled: list[str] = []
-
-    async def deliver(channel: str, login: str, text: str, ref: str) -> None:
-        rig.desks.settled = settled.append
-        rig.desks.line(channel, IRCLine.parse(twitch_privmsg(f"#{channel}", login, text)), ref)
-
-    try:
-        server.call(deliver("alpha", "ann", "hello everyone", "r1"))  # not for the bot
-        server.call(deliver("alpha", "ann", "!ask what do you sell?", "r2"))
-        server.call(deliver("alpha", "ann", "!ask when is the next stream?", "r3"))  # too soon: per-user limit
-        server.call(deliver("gone", "ann", "!ask anyone there?", "r4"))  # no such desk
-        assert settled == ["r1", "r3", "r4"], "the queued question is not done with yet"
-        await eventually(lambda: air.said("light running shoes"), 20, "the question answered")
-        await eventually(lambda: "r2" in settled, 10, "the answered question settled")
-    finally:
-        rig.desks.settled = None

@@ -25,7 +25,7 @@ from models.lipsync.service import LipSyncService
 from stream.clock import OfflineClock, VideoFormat
 from stream.program import Program
 from tests.conftest import ServerThread, eventually, studio_config
-from tests.front_client import events_until, health, health_until, post
+from tests.front_client import health, health_until, listen, post
 from tests.viewer_client import AiortcViewer
 
 SIZE = (256, 256)
@@ -205,10 +205,7 @@ async def test_a_studio_keeps_its_pictures_and_its_lines_while_the_gpu_service_i
         received = [len(v.got.video_times) for v in viewers]
         t0 = time.monotonic()
         os.kill(gpu["pid"], signal.SIGKILL)
-        said = asyncio.create_task(
-            events_until(server.url, "a", lambda seen: any("without the" in e.get("text", "") for e in seen), 30)
-        )
-        await asyncio.sleep(0.3)
+        said = await listen(server.url, "a", lambda seen: any("without the" in e.get("text", "") for e in seen), 30)
         status, body = await post(server.url, "/c/a/chat", {"text": "Still here without the service.", "mode": "say"})
         assert status == 202, body
         await said
@@ -219,7 +216,7 @@ async def test_a_studio_keeps_its_pictures_and_its_lines_while_the_gpu_service_i
             limit_s=60,
         )
         back_s = time.monotonic() - t0
-        await asyncio.sleep(2.0)  # frames drawn by the restarted service count too
+        await asyncio.sleep(2.0)  # the window goes on 2 s with the service back: its frames count too
         h = await health(server.url)
         elapsed = time.monotonic() - t0
         figures = []

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ServerThread, chromium_driver, eventually, studio_config
-from tests.front_client import events_until, health, health_until, post
+from tests.front_client import health, health_until, listen, post
 from tests.irc_servers import TwitchServer
 from tests.viewer_client import AiortcViewer
 
@@ -109,20 +109,14 @@ async def test_channels_of_two_workers_play_and_answer_through_one_port(
         await viewer.close()
 
     # the page's chat box on b: the line comes back on the event stream, through the front
-    listening = asyncio.create_task(
-        events_until(studio.url, "b", lambda seen: any(e["type"] == "caption" for e in seen), 30)
-    )
-    await asyncio.sleep(0.3)
+    listening = await listen(studio.url, "b", lambda seen: any(e["type"] == "caption" for e in seen), 30)
     status, body = await post(studio.url, "/c/b/chat", {"text": "Hello to the other worker", "mode": "say"})
     assert status == 202, body
     seen = await listening
     assert any(e["type"] == "caption" and e["turn"] == body["turn"] for e in seen), seen
     # IRC chat on a: from the front's one connection to a's desk in its worker, answered on air and in chat
     await chat_ready(twitch)
-    answered = asyncio.create_task(
-        events_until(studio.url, "a", lambda seen: any("running shoes" in e.get("text", "") for e in seen), 30)
-    )
-    await asyncio.sleep(0.3)
+    answered = await listen(studio.url, "a", lambda seen: any("running shoes" in e.get("text", "") for e in seen), 30)
     twitch.chat("#alpha", "carol", "!ask what do you sell?")
     assert any(e["type"] == "caption" for e in await answered)
     await eventually(lambda: posted(twitch, "@Carol", "running shoes"), 20, "the answer posted in #alpha")

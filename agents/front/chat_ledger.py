@@ -29,7 +29,6 @@ class ChatLedger:
         self._refs = (f"{worker}.{n}" for n in itertools.count(1))
         self._open: dict[str, tuple[str, IRCLine]] = {}
         """ref -> (channel, line), oldest first."""
-        self.replayed = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -54,5 +53,4 @@ class ChatLedger:
         gone = [ref for ref, (channel, _) in self._open.items() if channel not in wanted]
         for ref in gone:
             del self._open[ref]
-        self.replayed += len(self._open)
         return [(ref, channel, line) for ref, (channel, line) in self._open.items()]
