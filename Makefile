@@ -11,7 +11,7 @@ PIP      := $(VENV)/bin/pip
 TORCH    ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
 PREPARED  := .avatarcast/.prepared
-APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng nginx-light libnginx-mod-rtmp xvfb obs-studio inspircd
+APT_PACKAGES := chromium chromium-driver iproute2 espeak-ng nginx-light libnginx-mod-rtmp xvfb obs-studio inspircd wordnet-base
 PYTEST_ARGS ?= -q -ra --durations=12
 
 # Tests run in a network namespace that holds only loopback: nothing can leave the machine.
@@ -24,6 +24,8 @@ endif
 .PHONY: demo test setup install system-deps lint bench soak clean
 
 demo: setup
+	@# WordNet's synonyms widen what viewers' questions match; answers work without it, on the lexicon alone
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES=wordnet-base || echo "note: no wordnet-base; retrieval uses its own lexicon only"
 	$(VENV)/bin/avatarcast demo
 
 test: setup system-deps lint

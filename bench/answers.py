@@ -1,7 +1,7 @@
 """Answers viewers can trust: each persona's questions through the channel's real answer path.
 
     python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--selection retrieval model]
-                            [--set dev|holdout|fresh|all] [--llm vllm|none] [--limit N] [--json]
+                            [--set dev|holdout|fresh|unseen|blind|all] [--llm vllm|none] [--limit N] [--json]
 
 For each persona (bench/questions/<persona>.yaml: its config, channel and >= 60 questions) and
 each grounding mode, a real Conversation (agents/conversation/conversation.py) answers every
@@ -199,7 +199,14 @@ async def ask_one(channel: Channel, grader: Grader, question: Question) -> dict[
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    sets = {"dev": [""], "holdout": ["_holdout"], "fresh": ["_fresh"], "all": ["", "_holdout", "_fresh"]}[args.set]
+    sets = {
+        "dev": [""],
+        "holdout": ["_holdout"],
+        "fresh": ["_fresh"],
+        "unseen": ["_unseen"],
+        "blind": ["_blind"],
+        "all": ["", "_holdout", "_fresh"],
+    }[args.set]
     question_sets = [
         (suffix.strip("_") or "dev", load_set(QUESTIONS_DIR / f"{p}{suffix}.yaml", PROJECT_ROOT))
         for p in args.persona
@@ -251,7 +258,10 @@ def main() -> None:
         "--selection", nargs="+", choices=["retrieval", "model"], default=["retrieval"], help="who picks the lines"
     )
     ap.add_argument(
-        "--set", choices=["dev", "holdout", "fresh", "all"], default="dev", help="holdout, fresh: not used to tune"
+        "--set",
+        choices=["dev", "holdout", "fresh", "unseen", "blind", "all"],
+        default="dev",
+        help="holdout, fresh: not used to tune; unseen, blind: written blind, each first run once",
     )
     ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: retrieval and the cache only")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions of each set")

@@ -10,7 +10,7 @@ import pytest
 
 from agents.conversation.claims import numbers_in, unsupported
 from agents.conversation.grounding import Grounder
-from agents.conversation.intent import classify
+from agents.conversation.intent import classify, without_greeting
 from agents.conversation.persona import Knowledge, Memory, Persona, quote_viewers
 from agents.conversation.phrasing import Phraser
 from agents.conversation.retrieval import FactIndex
@@ -66,6 +66,24 @@ def test_a_question_the_facts_do_not_answer_gets_no_line(index: FactIndex, quest
     assert ranking.why_none
 
 
+def test_chat_shorthand_and_fillers_are_not_unknown_topics(index: FactIndex) -> None:
+    assert [c.fact for c in index.rank("yo how much r the runners").chosen] == [SHOP[1]]
+    assert [c.fact for c in index.rank("are returns free or only some of them?").chosen] == [SHOP[8]]
+
+
+def test_a_chat_abbreviation_finds_the_one_fact_word_it_shortens() -> None:
+    index = FactIndex(
+        ["Subscribers can join the Saturday tournament.", "The winner gets a signed cartridge."], wordnet=False
+    )
+    assert [c.fact for c in index.rank("who can join, only subs?").chosen] == [index.facts[0]]
+    assert index.rank("who can join, only mods?").chosen == []  # abbreviates nothing here
+
+
+def test_a_question_about_two_products_gets_a_line_for_each(index: FactIndex) -> None:
+    ranking = index.rank("What do the Stride Runner and the Trail Pro cost?")
+    assert sorted(c.fact for c in ranking.chosen) == sorted([SHOP[1], SHOP[4]])
+
+
 def test_a_follow_up_borrows_the_product_of_the_exchange_before(index: FactIndex) -> None:
     alone = index.rank("And how heavy are they?")
     after = index.rank("And how heavy are they?", context="How much is the Stride Runner? It costs 49 dollars.")
@@ -95,6 +113,27 @@ def test_attempts_to_instruct_the_avatar_are_caught(text: str) -> None:
 @pytest.mark.parametrize("text", ["How much are the runners?", "Can you tell me the sizes?", "Say, is shipping free?"])
 def test_plain_questions_are_not_taken_for_injections(text: str) -> None:
     assert not classify(text).injection
+
+
+@pytest.mark.parametrize(
+    ("text", "small_talk", "question"),
+    [
+        ("hi Nova!", "greeting", False),
+        ("hey what's up", "greeting", True),
+        ("yo how much r the runners", None, True),
+        ("what oil are you using, it looks great", None, True),
+        ("Hi Pixel! Who's allowed to enter?", None, True),
+        ("your stream is great", "compliment", False),
+        ("What is your favourite colour?", "personal", True),
+    ],
+)
+def test_a_greeting_or_compliment_around_a_question_does_not_hide_it(
+    text: str, small_talk: str | None, question: bool
+) -> None:
+    intent = classify(text)
+    assert (intent.small_talk, intent.question) == (small_talk, question)
+    if question and small_talk is None and text[0] in "Hhy":
+        assert without_greeting(text)[0] in "whW"  # retrieval ranks the question, not the greeting
 
 
 def test_the_strict_answer_is_the_lines_own_words_in_the_persona_voice() -> None:

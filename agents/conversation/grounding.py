@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.conversation.claims import unsupported
-from agents.conversation.intent import classify, small_talk_line
+from agents.conversation.intent import classify, small_talk_line, without_greeting
 from agents.conversation.persona import QUOTED_NOTE, Memory, Persona, quote_viewers, quoted
 from agents.conversation.phrasing import Phraser
 from agents.conversation.retrieval import Candidate, Ranking
@@ -87,7 +87,7 @@ class Grounder:
         if intent.small_talk_first:
             return Reply("small_talk", [small_talk_line(intent.small_talk, self.persona.name)])
         knowledge = self.persona.knowledge
-        ranking = knowledge.index.rank(text, context=_last_exchange(memory))
+        ranking = knowledge.index.rank(without_greeting(text) or text, context=_last_exchange(memory))
         cached = knowledge.cached_answer(text)
         if cached is not None and not ranking.why_none.startswith("the facts do not know"):
             return Reply("cached", split_sentences(cached), [cached], notes=["the answer cache"])

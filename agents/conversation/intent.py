@@ -72,6 +72,8 @@ SMALL_TALK_LINES = {
 }
 """The persona's small-talk lines ({name}: the persona's name)."""
 
+ASIDES = ("greeting", "compliment")
+"""Small talk that, beside a question, is only its wrapping."""
 _QUESTION_START = re.compile(
     r"^\W*(what|whats|what's|how|hows|how's|when|where|which|who|whos|who's|why|is|are|am|do|does|did|can|could|"
     r"will|would|should|may|have|has|any|tell|give|show|explain)\b",
@@ -95,10 +97,22 @@ class Intent:
 
 def classify(text: str) -> Intent:
     injection = bool(_INJECTION_RE.search(text))
+    asks = bool(_QUESTION_START.match(without_greeting(text)))  # "yo how much r ...", "Hi Pixel! Who's ..."
     kind = next((k for k in PRIORITY_SMALL_TALK if _SMALL_TALK_RE[k].search(text)), None)
     kind = kind or next((k for k, r in _SMALL_TALK_RE.items() if r.search(text)), None)
-    question = "?" in text or bool(_QUESTION_START.match(text))
+    if asks and kind in ASIDES and len(text.split()) >= 4:
+        kind = None  # "what oil are you using, it looks great": the question is what needs an answer
+    question = "?" in text or asks
     return Intent(injection, kind, question)
+
+
+_GREETING_AND_NAME = re.compile(f"(?i:{SMALL_TALK['greeting']})" + r"(\s+[A-Z][\w']*(?=\W*$|[,!.:;-]))?[\s,!.:;-]*")
+
+
+def without_greeting(text: str) -> str:
+    """`text` without the greeting (and the name after it) it opens with: "Hi Pixel! Who's ..." -> "Who's ..."."""
+    match = _GREETING_AND_NAME.match(text)
+    return text[match.end() :] if match else text
 
 
 def small_talk_line(kind: str | None, name: str) -> str:

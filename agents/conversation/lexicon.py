@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents.conversation.wordnet import WordNet
 
 STOP = frozenset(
     "a an the is are was were be been being am do does did doing what how which who whom whose when where why "
     "can could would should will shall may might must i you we they he she it me my mine your yours our ours "
     "their them us him her his its of to in on for with and or at by from this that these those there here "
-    "please tell about any some have has had get got getting let lets know say said im youre ive id dont "
+    "please tell about any some have has had get gets got getting let lets know say said im youre ive id dont "
     "doesnt isnt arent wont cant s t ll re ve d m just really so very too also then than if but not no yes oh "
     "hey um uh like one ones thing things stuff into onto every anything something everything all whats hows "
-    "wheres whos thats theres heres lets youll youve ill shes hes".split()
+    "wheres whos thats theres heres lets youll youve ill shes hes whoever whatever whichever wherever whenever "
+    "only around behind over under above below near through across along same such nor during before "
+    "after against between until both each few other once further else besides instead rather actually basically "
+    "anyway though tho r u ur ya yo rn pls plz thx btw lol".split()
 )
-"""Words that carry no topic (a question's frame: "can you tell me what ...")."""
+"""Words that carry no topic (a question's frame: "can you tell me what ...", its prepositions and
+fillers, and chat's shorthand: "r u", "rn")."""
 
 GENERIC = frozenset(
     "want need wanna gonna go going come coming goes went gone make made look looking see seen think thought "
@@ -56,7 +64,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
     "shipping": ("shipping", "ship", "ships", "delivery", "deliver", "delivered", "arrive", "arrives", "postage",
                  "post", "mail", "dispatch", "courier", "shows up", "show up", "~order", "~orders"),
     "size": ("size", "sizes", "sizing", "fit", "fits", "biggest", "largest", "smallest", "~big", "~small",
-             "~large", "~tiny"),
+             "~large", "~tiny", "~wear"),
     "colour": ("colour", "colours", "coloured", "shade", "shades", "colourway", "blue", "black", "coral", "red",
                "white", "green", "grey", "pink"),
     "weight": ("weigh", "weighs", "weight", "heavy", "light", "lightweight", "gram", "grams", "kilo", "kilos",
@@ -182,6 +190,29 @@ NUMBER_WORDS = {
 QUANTITY_QUESTIONS = ("how many", "how much", "how long", "how old", "how heavy", "how big", "how far", "how late",
                       "what percent", "how expensive", "how pricey", "how quick", "how fast")  # fmt: skip
 """Questions whose answer is a number: facts that state none rank lower."""
+
+
+def synonym_terms(word: str, wordnet: WordNet) -> tuple[set[str], set[str]]:
+    """The concepts and the stems of `word`'s synonyms in any of its meanings ("damage": one
+    meaning is a price): weak evidence, for a word that nothing else explains."""
+    concepts: set[str] = set()
+    stems: set[str] = set()
+    for synonym in wordnet.synonyms(word, senses=ALL_SENSES):
+        key = tuple(stem(t) for t in tokens(synonym))
+        concepts.update(c for c, strong in concepts_of(key).items() if strong)
+        if len(key) == 1:
+            stems.add(key[0])
+    return concepts, stems - STOP - GENERIC
+
+
+def broader_stems(word: str, wordnet: WordNet) -> set[str]:
+    """Stems of the one-word names of what `word` is a kind of ("tournament": "contest", "event"),
+    so that a question may name a fact's thing by its kind ("the Saturday event")."""
+    return {stem(w) for w in wordnet.broader(word) if " " not in w and "-" not in w} - STOP - GENERIC
+
+
+ALL_SENSES = 99
+"""A word nothing else explains may mean it in any sense ("the damage": a price, not harm)."""
 
 
 def is_number(token: str) -> bool:

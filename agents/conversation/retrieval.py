@@ -15,6 +15,11 @@ Honesty rules, so that "I don't know" is said when the facts are silent:
   * so does any other word that neither the facts nor the lexicon know ("socks", "calories"),
     unless at least two of the question's words plainly point at the chosen fact ("If I spend
     70 dollars, is postage included?").
+A word the lexicon lacks is widened, as weak evidence (agents/conversation/wordnet.py): its
+synonyms in any meaning ("the damage": a price), the fact word it abbreviates ("sub"), or a
+fact's thing it is a kind of ("the Saturday event": the tournament). It then counts as known only
+if another word plainly points at the chosen fact. A question asking what something is ("what's
+cooking?") prefers the fact saying what today's is ("Today's recipe is ...").
 A follow-up ("how heavy are they?") borrows the names, and weakly the topics, of the exchange
 before it: that is all the memory retrieval needs.
 """
@@ -24,20 +29,34 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from agents.conversation.entities import capitalised_tokens, entities_of
 from agents.conversation.lexicon import (
     GENERIC,
     LONGEST_PHRASE,
     NUMBER_WORDS,
     QUANTITY_QUESTIONS,
-    STOP,
+    broader_stems,
     concepts_of,
     is_number,
     number_value,
     stem,
+    synonym_terms,
     tokens,
 )
+from agents.conversation.terms import (
+    CURRENT,
+    NOT_NOW,
+    WHAT,
+    FactTerms,
+    Word,
+    adjunct,
+    current_subject,
+    is_follow_up,
+    names_current,
+)
+from agents.conversation.wordnet import open_wordnet
 
 MAX_LINES = 2
 """Facts one answer may combine ("can I send them back if they don't fit?": returns and sizes)."""
@@ -54,45 +73,8 @@ GENERIC_WEIGHT = 0.3
 """Weight of a common word ("chat", "pair") that the fact uses too."""
 DENSITY = 0.15
 """Extra weight of a concept per further word of the fact that names it."""
-"""Weight of the exchange before a follow-up."""
 PHRASE_GAP = 2
 """Words allowed inside a two-word phrase: "send the shoes back" is "send back"."""
-FOLLOW_UP_WORDS = frozenset("it its they them their that those this these one ones he she him her".split())
-FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "or ", "also ", "so ")
-_CAPITALISED_RUN = re.compile(r"[A-Z][A-Za-z0-9'!-]*(?:\s+(?:[A-Z][A-Za-z0-9'!-]*|\d+))*")
-
-
-@dataclass
-class Word:
-    """One word of a text, with what it names."""
-
-    text: str
-    stem: str
-    concepts: dict[str, bool]
-    """concept -> named strongly (True) or loosely."""
-    entities: set[str]
-    hints: set[str] = field(default_factory=set)
-    """Entities a word hints at without naming them for sure ("hiking": the Trail Pro)."""
-    in_phrase: bool = False
-    capitalised: bool = False
-    """Capitalised and not the text's first word: a name."""
-
-    @property
-    def content(self) -> bool:
-        return self.text not in STOP and not is_number(self.text)
-
-    @property
-    def strong(self) -> bool:
-        return any(self.concepts.values())
-
-
-@dataclass(frozen=True)
-class FactTerms:
-    stems: frozenset[str]
-    concepts: Counter[str]
-    """concept -> how many of the fact's words name it."""
-    entities: frozenset[str]
-    numbers: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -119,12 +101,19 @@ class FactIndex:
     """Facts (one sentence each) indexed for ranking against viewers' questions."""
 
     def __init__(
-        self, facts: list[str], *, names: list[str] | tuple[str, ...] = (), aliases: dict[str, list[str]] | None = None
+        self,
+        facts: list[str],
+        *,
+        names: list[str] | tuple[str, ...] = (),
+        aliases: dict[str, list[str]] | None = None,
+        wordnet: bool = True,
     ) -> None:
         """`names`: the persona's own names (always entities); `aliases`: entity -> other names
-        viewers use for it ({"Trail Pro": ["hiking shoes", "hikers"]})."""
+        viewers use for it ({"Trail Pro": ["hiking shoes", "hikers"]}); `wordnet`: widen words
+        with WordNet's synonyms and kinds where its files are installed."""
         self.facts = list(facts)
-        self.entities, self._hints = _entities(self.facts, list(names), aliases or {})
+        self._wordnet = open_wordnet() if wordnet else None
+        self.entities, self._hints = entities_of(self.facts, list(names), aliases or {})
         self._entity_phrases: dict[tuple[str, ...], set[str]] = {}
         for name, forms in self.entities.items():
             for form in forms:
@@ -135,7 +124,9 @@ class FactIndex:
         n = len(self.facts)
         df: Counter[str] = Counter()
         for t in self.terms:
-            df.update(t.stems | {"@" + c for c in t.concepts} | {"#" + e for e in t.entities})
+            df.update(
+                t.stems | {"@" + c for c in t.concepts} | {"#" + e for e in t.entities} | {"^" + b for b in t.broader}
+            )
         self._df = df
         self._idf = {term: math.log((n + 1) / (count + 0.5)) for term, count in df.items()}
         self.known_stems = frozenset().union(*(t.stems for t in self.terms))
@@ -145,7 +136,7 @@ class FactIndex:
         """`text`'s words with their stems, concepts (phrases spread over their words) and entities."""
         raw = tokens(text)
         stems = [stem(t) for t in raw]
-        capitalised = _capitalised_tokens(text)
+        capitalised = capitalised_tokens(text)
         words = [
             Word(t, s, dict(concepts_of((s,))), set(), capitalised=t in capitalised and i > 0)
             for i, (t, s) in enumerate(zip(raw, stems, strict=True))
@@ -190,6 +181,13 @@ class FactIndex:
                 for w in words
                 if is_number(w.text) or w.text in NUMBER_WORDS
             ),
+            frozenset(
+                b
+                for w in words
+                if self._wordnet and w.content and w.text not in GENERIC and not w.entities
+                for b in broader_stems(w.text, self._wordnet)
+            ),
+            current_subject(words),
         )
 
     # ------------------------------------------------------------------ ranking
@@ -197,14 +195,19 @@ class FactIndex:
         """Eligible facts for `question`, and the lines that answer it (or none, and why).
         `context`: the exchange before it (the last question and answer heard), for follow-ups."""
         words = self.words(question)
+        for w in words:  # in the phrase "how much time", "how much" is a duration, not maybe a price
+            if w.strong and not any(concepts_of((w.stem,)).values()):
+                w.concepts = {c: True for c, strong in w.concepts.items() if strong}
+        self._widen(words)
         entities = {e for w in words for e in w.entities}
         borrowed: list[Word] = []
-        if context and not entities and _is_follow_up(question, words):
+        if context and not entities and is_follow_up(question, words):
             borrowed = self.words(context)
             entities = {e for w in borrowed for e in w.entities}
-        topics = [i for i, w in enumerate(words) if self._is_topic(w) and not _adjunct(words, i)]
+        topics = [i for i, w in enumerate(words) if self._is_topic(w) and not adjunct(words, i)]
         said = " ".join(w.text for w in words)
         quantity = any(q in said for q in QUANTITY_QUESTIONS)
+        asks_what = bool(words) and words[0].text in WHAT and not NOT_NOW & {w.stem for w in words}
         own = {i: sum(self._gain(w, fact) for w in words) for i, fact in enumerate(self.terms)}
         elliptic = not any(own.values())  # "which shoe is it for?": only the exchange before says what
         candidates = []
@@ -217,6 +220,8 @@ class FactIndex:
             score = own[index] + CONTEXT * sum(self._gain(w, fact) for w in borrowed)
             if score <= 0:
                 continue
+            if fact.current and asks_what:
+                score += CURRENT * sum(1 for w in words if names_current(w, fact))
             if quantity and not fact.numbers:
                 score *= NO_NUMBER  # "how many games do you own?" wants the fact with the count
             score += sum(self._idf.get("#" + e, 0.1) for e in entities & fact.entities)
@@ -233,19 +238,48 @@ class FactIndex:
             if extra:
                 chosen.append(max(extra, key=lambda c: (len(c.covers & missing), c.score)))
                 missing -= chosen[-1].covers
+        if len(entities) > 1 and TWO_PARTS & {w.text for w in words}:  # "the runners and the hikers?"
+            for name in sorted(entities - {e for c in chosen for e in self.terms[c.index].entities}):
+                theirs = [
+                    c for c in candidates if name in self.terms[c.index].entities and c.covers >= chosen[0].covers
+                ]
+                if theirs and len(chosen) < MAX_LINES:
+                    chosen.append(theirs[0])
         if missing:
             said = ", ".join(words[i].text for i in sorted(missing))
             return Ranking(candidates, [], f"no fact says anything about {said!r}")
         chosen_names = {e for c in chosen for e in self.terms[c.index].entities}
         borrowed_names = {e for w in borrowed for e in w.entities} & chosen_names  # "how much is it?"
         pointing = self._pointing(words, chosen) + bool(borrowed_names)
-        unknown = [w for w in words if self._unexplained(w)]
+        unknown = [
+            w for w in words if self._unexplained(w) or (w.widened and not (pointing and self._explains(w, chosen)))
+        ]
         if any(w.capitalised for w in unknown):
             names = ", ".join(w.text for w in unknown if w.capitalised)
             return Ranking(candidates, [], f"the facts do not know {names!r}")
         if unknown and pointing < 2:
             return Ranking(candidates, [], f"the facts do not know {', '.join(w.text for w in unknown)!r}")
         return Ranking(candidates, chosen)
+
+    def _widen(self, words: list[Word]) -> None:
+        """Give each question word that nothing else explains its synonyms' concepts and the
+        facts' words among its synonyms, as weak evidence ("what's the damage?": a price), or the fact
+        word it abbreviates."""
+        for w in words:
+            if self._unexplained(w):
+                w.kin = self._abbreviated(w.stem)
+                if self._wordnet is not None:
+                    concepts, stems = synonym_terms(w.text, self._wordnet)
+                    w.concepts.update((c, False) for c in concepts if c not in w.concepts)
+                    w.kin |= stems & self.known_stems
+                w.widened = True
+
+    def _abbreviated(self, word: str) -> set[str]:
+        """The one fact word that `word` shortens, as chat does ("sub": subscribers, "mins": minutes)."""
+        if len(word) < 3:
+            return set()
+        longer = {s for s in self.known_stems if s.startswith(word.rstrip("s")) and len(s) > len(word)}
+        return longer if len(longer) == 1 else set()
 
     def _gain(self, w: Word, fact: FactTerms) -> float:
         """What word `w` of a question adds to `fact`'s score (0: nothing in common): the best of
@@ -260,7 +294,16 @@ class FactIndex:
         if w.content and w.stem in fact.stems and w.stem not in self._entity_stems:
             plain = GENERIC_WEIGHT if w.text in GENERIC else 1.0 if w.strong or not w.concepts else WEAK
             gain += plain * self._idf.get(w.stem, 0.1) * (0.5 if gain else 1.0)
+        if not gain and w.kin & fact.stems:
+            gain = WEAK * max(self._idf.get(s, 0.1) for s in w.kin & fact.stems)
+        if not gain and w.content and w.stem in fact.broader:  # "event": the tournament
+            gain = WEAK * self._idf.get("^" + w.stem, 0.1)
         return gain
+
+    def _explains(self, w: Word, chosen: list[Candidate]) -> bool:
+        """A word explained only by WordNet is known when it points at a chosen fact (which another
+        of the question's words must name plainly: "the Saturday event", "the damage for the Trail Pro")."""
+        return any(self._gain(w, self.terms[c.index]) > 0 for c in chosen)
 
     def _is_topic(self, w: Word) -> bool:
         """A word the answer must speak to: it names a concept plainly, or it is a content word
@@ -283,6 +326,7 @@ class FactIndex:
             and w.text not in NUMBER_WORDS
             and not w.in_phrase
             and w.stem not in self.known_stems
+            and not w.widened
         )
 
     def _pointing(self, words: list[Word], chosen: list[Candidate]) -> int:
@@ -298,91 +342,3 @@ class FactIndex:
         if w.content and w.text not in GENERIC and w.stem in fact.stems:
             return True
         return any(strong and c in fact.concepts for c, strong in w.concepts.items())
-
-
-PREPOSITIONS = frozenset("in into inside for with".split())
-"""Before a word that need not be answered ("in the sauce"); not "on", "at": "do you deliver on Sundays?"
-is about Sundays."""
-DETERMINERS = frozenset("the a an my your our their his her its this that these those some".split())
-
-
-def _adjunct(words: list[Word], i: int) -> bool:
-    """Word i only says where or for what ("how many tomatoes go in the sauce?", "... for the pasta in
-    the pot"): the answer need not speak to it, unlike the thing asked about ("is the risotto vegan?")."""
-    j = i - 1
-    while j >= 0 and words[j].text in DETERMINERS:
-        j -= 1
-    return j > 0 and words[j].text in PREPOSITIONS
-
-
-def _is_follow_up(question: str, words: list[Word]) -> bool:
-    said = [w.text for w in words]
-    text = " ".join(said)
-    short = len([w for w in words if w.content and w.text not in GENERIC]) <= 2
-    return bool(FOLLOW_UP_WORDS & set(said)) or text.startswith(FOLLOW_UP_OPENERS) or short
-
-
-def _capitalised_tokens(text: str) -> set[str]:
-    return {t for m in _CAPITALISED_RUN.finditer(text) if m.start() > 0 for t in tokens(m.group(0))}
-
-
-def _entities(
-    facts: list[str], names: list[str], aliases: dict[str, list[str]]
-) -> tuple[dict[str, set[tuple[str, ...]]], dict[str, set[str]]]:
-    """(entity -> the stem sequences that name it, stem -> entities it hints at).
-
-    Names: the facts' proper names (runs of capitalised words; a capitalised first word only if it
-    is one of `names` or capitalised elsewhere too), their distinctive single words ("trail" for
-    "Trail Pro") and the configured aliases whole. Hints: the distinctive single words of aliases
-    ("hiking" of "hiking boots"): common words ("running") name nothing for sure, so a hint ranks
-    the entity's facts first but never rules the others out."""
-    runs: list[str] = list(names)
-    mid_sentence: set[str] = set()
-    firsts: list[str] = []
-    for fact in facts:
-        for m in _CAPITALISED_RUN.finditer(fact):
-            run = m.group(0).strip()
-            if m.start() > 0:
-                mid_sentence.update(run.split())
-                runs.append(run)
-            elif len(run.split()) > 1:
-                runs.append(run)
-            else:
-                firsts.append(run)
-    runs += [w for w in firsts if w in mid_sentence]
-    entities: dict[str, set[tuple[str, ...]]] = {}
-    for run in runs:
-        words = [w for w in tokens(run) if w not in STOP and not is_number(w) and not w.startswith("!")]
-        if words and not all(w in GENERIC or concepts_of((stem(w),)) for w in words):
-            entities.setdefault(" ".join(words), set()).add(tuple(stem(w) for w in words))
-    _add_distinctive_words(entities, entities)
-    alias_forms: dict[str, set[tuple[str, ...]]] = {}
-    for name, others in aliases.items():
-        key = " ".join(w for w in tokens(name) if w not in STOP)
-        entities.setdefault(key, {tuple(stem(w) for w in key.split())})
-        forms = {tuple(stem(w) for w in tokens(alias) if w not in STOP) for alias in others} - {()}
-        entities[key] |= forms
-        alias_forms[key] = forms
-    hinted: dict[str, set[tuple[str, ...]]] = {name: set() for name in alias_forms}
-    _add_distinctive_words({**entities, **{k: v for k, v in alias_forms.items()}}, hinted, only=alias_forms)
-    hints: dict[str, set[str]] = {}
-    for name, forms in hinted.items():
-        for (word,) in forms:
-            if (word,) not in {f for fs in entities.values() for f in fs}:
-                hints.setdefault(word, set()).add(name)
-    return entities, hints
-
-
-def _add_distinctive_words(
-    source: dict[str, set[tuple[str, ...]]],
-    into: dict[str, set[tuple[str, ...]]],
-    only: dict[str, set[tuple[str, ...]]] | None = None,
-) -> None:
-    """Add to `into` each word of `source`'s forms that only one entity uses (and that is no common
-    or topic word), as a one-word form of that entity."""
-    owners: Counter[str] = Counter(s for forms in source.values() for s in {s for f in forms for s in f})
-    for name, forms in (only or source).items():
-        for form in list(forms):
-            for s in form:
-                if owners[s] == 1 and s not in GENERIC and s not in STOP and not concepts_of((s,)) and len(s) > 2:
-                    into.setdefault(name, set()).add((s,))
