@@ -37,7 +37,6 @@ class WordNet:
     """Read-only access to one WordNet database directory."""
 
     def __init__(self, root: Path = DEFAULT_ROOT) -> None:
-        self.root = root
         self._index: dict[str, mmap.mmap] = {}
         self._data: dict[str, mmap.mmap] = {}
         self._exceptions: dict[str, dict[str, str]] = {}
@@ -157,9 +156,8 @@ def _detach(word: str, pos: str) -> list[str]:
     return out
 
 
-def _clean(word: bytes | str) -> str:
-    text = word.decode() if isinstance(word, bytes) else word
-    return text.split("(")[0].replace("_", " ").lower()  # adjective markers: "galore(ip)"
+def _clean(word: str) -> str:
+    return word.split("(")[0].replace("_", " ").lower()  # adjective markers: "galore(ip)"
 
 
 @lru_cache(maxsize=4)
