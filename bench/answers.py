@@ -1,7 +1,8 @@
 """Answers viewers can trust: each persona's questions through the channel's real answer path.
 
     python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--selection retrieval model]
-                            [--set dev|holdout|fresh|unseen|blind|all] [--llm vllm|none] [--limit N] [--json]
+                            [--set dev|holdout|fresh|unseen|blind|round5|sealed|final|all] [--llm vllm|none]
+                            [--limit N] [--json]
 
 For each persona (bench/questions/<persona>.yaml: its config, channel and >= 60 questions) and
 each grounding mode, a real Conversation (agents/conversation/conversation.py) answers every
@@ -205,6 +206,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "fresh": ["_fresh"],
         "unseen": ["_unseen"],
         "blind": ["_blind"],
+        "round5": ["_round5"],
+        "sealed": ["_sealed"],
+        "final": ["_final"],
         "all": ["", "_holdout", "_fresh"],
     }[args.set]
     question_sets = [
@@ -259,9 +263,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--set",
-        choices=["dev", "holdout", "fresh", "unseen", "blind", "all"],
+        choices=["dev", "holdout", "fresh", "unseen", "blind", "round5", "sealed", "final", "all"],
         default="dev",
-        help="holdout, fresh: not used to tune; unseen, blind: written blind, each first run once",
+        help="holdout, fresh: not used to tune; unseen, blind, round5, sealed, final: written blind, each first "
+        "run once (the README keeps each first look)",
     )
     ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: retrieval and the cache only")
     ap.add_argument("--limit", type=int, default=None, help="the first N questions of each set")

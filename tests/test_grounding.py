@@ -10,7 +10,7 @@ import pytest
 
 from agents.conversation.claims import numbers_in, unsupported
 from agents.conversation.grounding import Grounder
-from agents.conversation.intent import classify, without_greeting
+from agents.conversation.intent import SMALL_TALK_LINES, classify, question_text, without_greeting
 from agents.conversation.persona import Knowledge, Memory, Persona, quote_viewers
 from agents.conversation.phrasing import Phraser
 from agents.conversation.retrieval import FactIndex
@@ -124,16 +124,44 @@ def test_plain_questions_are_not_taken_for_injections(text: str) -> None:
         ("what oil are you using, it looks great", None, True),
         ("Hi Pixel! Who's allowed to enter?", None, True),
         ("your stream is great", "compliment", False),
-        ("What is your favourite colour?", "personal", True),
+        ("What is your favourite colour?", "opinion", True),
+        ("hey nova how much r the runners rn", None, True),  # the host's name after a greeting, in lower case
+        ("sorry just joined, who's the host again", None, True),  # a question after a comma, no question mark
+        ("and how long does it keep in the fridge", None, True),
+        ("love your energy, have a great stream!", None, False),  # "have" after a comma asks nothing
+        ("pixel whats ur favourite atari game", "opinion", True),
+        ("and above what amount is it free", None, True),
+        ("I'd like to know your size range, it's for my sister", None, True),
+        ("What's the best console ever made?", "opinion", True),
+        ("How old are you?", "private", True),
     ],
 )
-def test_a_greeting_or_compliment_around_a_question_does_not_hide_it(
+def test_questions_are_found_inside_chat_and_opinions_are_not_facts(
     text: str, small_talk: str | None, question: bool
 ) -> None:
-    intent = classify(text)
+    names = ("Nova", "Pixel")
+    intent = classify(text, names)
     assert (intent.small_talk, intent.question) == (small_talk, question)
     if question and small_talk is None and text[0] in "Hhy":
-        assert without_greeting(text)[0] in "whW"  # retrieval ranks the question, not the greeting
+        assert without_greeting(text, names)[0] in "whW"  # retrieval ranks the question, not the greeting
+
+
+def test_the_host_is_not_asked_about_what_the_facts_cannot_say() -> None:
+    for kind in ("opinion", "private"):
+        assert "don't know" in SMALL_TALK_LINES[kind]
+
+
+@pytest.mark.parametrize(
+    ("text", "ranked"),
+    [
+        ("Hello Nova, greetings from Poland! What is the price?", "What is the price?"),
+        ("what are we cooking today sage", "what are we cooking today"),
+        ("Sage, what time are you live?", "what time are you live?"),
+        ("who is Nova?", "who is Nova?"),  # the name is what it asks about
+    ],
+)
+def test_retrieval_ranks_the_question_without_its_greeting_and_the_hosts_name(text: str, ranked: str) -> None:
+    assert question_text(text, ("Nova", "Sage")) == ranked
 
 
 def test_the_strict_answer_is_the_lines_own_words_in_the_persona_voice() -> None:

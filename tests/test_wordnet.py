@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.conversation.lexicon import is_light_verb, is_own
 from agents.conversation.retrieval import FactIndex
 from agents.conversation.wordnet import DEFAULT_ROOT, open_wordnet
 from models.defaults import PROJECT_ROOT
@@ -107,3 +108,18 @@ def test_asking_what_a_thing_is_finds_the_fact_that_says_what_todays_is(
 def test_tonights_game_answers_what_is_being_played_but_not_how_many_are_owned(games: FactIndex) -> None:
     assert chosen(games, "what game we playing") == ["Tonight's game is Star Raiders, a space shooter from 1979."]
     assert chosen(games, "How many games do you own?") == ["The arcade shelf holds more than 300 cartridges."]
+
+
+def test_names_typed_in_lower_case_are_no_english_words_but_typos_and_compounds_are() -> None:
+    wordnet = open_wordnet()
+    assert wordnet is not None
+    assert not wordnet.is_english("youtube") and not wordnet.is_english("minecraft")
+    assert wordnet.is_english("timezone") and wordnet.is_english("recieve") and wordnet.is_english("cooking")
+
+
+def test_light_verbs_are_told_from_verbs_that_ask_something() -> None:
+    wordnet = open_wordnet()
+    assert wordnet is not None
+    assert all(is_light_verb(w, wordnet) for w in ("grab", "leave", "work", "allowed", "save"))
+    assert not any(is_light_verb(w, wordnet) for w in ("freeze", "add", "swap", "canned", "stream"))
+    assert is_own("sister", wordnet) and is_own("feet", wordnet) and not is_own("cookbook", wordnet)

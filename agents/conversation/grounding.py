@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.conversation.claims import unsupported
-from agents.conversation.intent import classify, small_talk_line, without_greeting
+from agents.conversation.intent import classify, question_text, small_talk_line
 from agents.conversation.persona import QUOTED_NOTE, Memory, Persona, quote_viewers, quoted
 from agents.conversation.phrasing import Phraser
 from agents.conversation.retrieval import Candidate, Ranking
@@ -81,13 +81,14 @@ class Grounder:
     ) -> Reply:
         """The reply to `text`: facts (their lines), cached, unknown, small talk, an injection, or
         `free` (the model streams it: `free_stream`)."""
-        intent = classify(text)
+        names = tuple(dict.fromkeys((self.persona.name, *self.persona.knowledge.names)))
+        intent = classify(text, names)
         if intent.injection:
             return Reply("injection", remember=False, notes=["an attempt to instruct the avatar: not followed"])
         if intent.small_talk_first:
             return Reply("small_talk", [small_talk_line(intent.small_talk, self.persona.name)])
         knowledge = self.persona.knowledge
-        ranking = knowledge.index.rank(without_greeting(text) or text, context=_last_exchange(memory))
+        ranking = knowledge.index.rank(question_text(text, names), context=_last_exchange(memory))
         cached = knowledge.cached_answer(text)
         if cached is not None and not ranking.why_none.startswith("the facts do not know"):
             return Reply("cached", split_sentences(cached), [cached], notes=["the answer cache"])

@@ -53,11 +53,16 @@ SMALL_TALK = {
     r"(awesome|amazing|great|the best|best|funny|cool|delicious|nice|lovely|fun|good)\b"
     r"|^\W*(yum+|wow+|nice|cool|awesome|lol|haha+|love it|so good)\W*$",
     "joke": r"\b(joke|something funny|make me laugh)\b",
-    "personal": r"\byour fav(ou?rite)?\b|\bwhat do you think (of|about)\b|\bdo you (like|love|enjoy)\b|"
-    r"\bare you (happy|real|a bot|human|tired|ok)\b",
+    "opinion": r"\b(your|ur|yr) fav(ou?rite|e|s)?\b|\bwhat do (you|u) think (of|about)\b|\b(do|would) (you|u) "
+    r"(like|love|enjoy|prefer)\b|\bwould (you|u) (pick|choose)\b|\b(you|u) (like|love) (best|most)\b"
+    r"|\b(best|greatest|worst|coolest)\b.{0,30}\b(ever|of all time)\b",
+    "personal": r"\bare (you|u) (happy|real|a bot|human|tired|ok)\b",
+    "private": r"\bhow old (are|r) (you|u)\b|\bwhere (are|r) (you|u)( from| based| located)?\b"
+    r"|\bwhere (you|u) (are|live)\b|\bwhere do (you|u) live\b|\bwhat('?s| is) the weather\b"
+    r"|\b(do|did) (you|u) \w+( \w+)? yourself\b",
 }
 _SMALL_TALK_RE = {kind: re.compile(p, re.IGNORECASE) for kind, p in SMALL_TALK.items()}
-PRIORITY_SMALL_TALK = ("joke", "personal", "compliment")
+PRIORITY_SMALL_TALK = ("joke", "opinion", "private", "personal", "compliment")
 """Kinds that stay small talk even when a fact shares a word with them ("your favourite colour?")."""
 
 SMALL_TALK_LINES = {
@@ -67,18 +72,41 @@ SMALL_TALK_LINES = {
     "bye": "Bye for now, and thanks for watching!",
     "compliment": "Aw, thank you, that means a lot!",
     "joke": "Ha, I'm better with facts than with jokes! Ask me anything about the stream.",
+    "opinion": "Ooh, I don't know, I honestly can't pick favourites! Ask me anything about the stream.",
+    "private": "Hmm, I don't know if I should say! I'd rather tell you about the stream.",
     "personal": "Ooh, good one! I'd rather tell you about the stream. What would you like to know?",
     "statement": "Love that, thanks for sharing!",
 }
 """The persona's small-talk lines ({name}: the persona's name)."""
 
-ASIDES = ("greeting", "compliment")
+ASIDES = ("greeting", "compliment", "thanks")
 """Small talk that, beside a question, is only its wrapping."""
+_WH = r"(what|whats|what's|how|hows|how's|when|whens|when's|where|wheres|where's|which|who|whos|who's|why)"
 _QUESTION_START = re.compile(
-    r"^\W*(what|whats|what's|how|hows|how's|when|where|which|who|whos|who's|why|is|are|am|do|does|did|can|could|"
-    r"will|would|should|may|have|has|any|tell|give|show|explain)\b",
+    r"^\W*((and|so|or|also|ok|okay|but|oh|well|hmm|um|sorry|btw|quick question|excuse me)\W+)*"
+    rf"({_WH}|is|are|am|do|does|did|can|could|will|would|should|may|have|has|any|tell|give|show|explain)\b"
+    r"|^\W*(i'?d like to know|i would like to know|i (want|wanna|need) to know|i'?m wondering|i was wondering"
+    r"|wondering|any idea|do (you|u) know)\b",
     re.IGNORECASE,
 )
+_WH_START = re.compile(
+    r"^\W*((and|or|so|but|also|from|for|at|in|on|above|below|over|under|with|to|by|since|until|after|before|about"
+    rf"|of)\s+){{0,2}}{_WH}\b",
+    re.IGNORECASE,
+)
+"""A question inside a message ("sorry just joined, who's the host again", "and above what amount is
+it free"); not "is", "have": "love your energy, have a great stream!" asks nothing."""
+_CLAUSE = re.compile(r"(?<=[,.;:!?])\s+|\s+-+\s+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def clauses(text: str) -> list[tuple[str, bool]]:
+    """`text`'s clauses (split at punctuation), each with whether it asks something."""
+    out = []
+    for i, clause in enumerate(_CLAUSE.split(text)):
+        start = _QUESTION_START if i == 0 else _WH_START
+        out.append((clause, "?" in clause or bool(start.match(clause) or _WH_START.match(clause))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,24 +123,56 @@ class Intent:
         return self.small_talk in PRIORITY_SMALL_TALK
 
 
-def classify(text: str) -> Intent:
+def classify(text: str, names: tuple[str, ...] = ()) -> Intent:
+    """`names`: the persona's names, which viewers put after a greeting ("hey nova how much ...")."""
     injection = bool(_INJECTION_RE.search(text))
-    asks = bool(_QUESTION_START.match(without_greeting(text)))  # "yo how much r ...", "Hi Pixel! Who's ..."
+    asks = any(asking for _, asking in clauses(without_vocative(without_greeting(text, names), names)))
     kind = next((k for k in PRIORITY_SMALL_TALK if _SMALL_TALK_RE[k].search(text)), None)
     kind = kind or next((k for k, r in _SMALL_TALK_RE.items() if r.search(text)), None)
     if asks and kind in ASIDES and len(text.split()) >= 4:
         kind = None  # "what oil are you using, it looks great": the question is what needs an answer
-    question = "?" in text or asks
+    question = asks
     return Intent(injection, kind, question)
 
 
-_GREETING_AND_NAME = re.compile(f"(?i:{SMALL_TALK['greeting']})" + r"(\s+[A-Z][\w']*(?=\W*$|[,!.:;-]))?[\s,!.:;-]*")
+_GREETING = re.compile(f"(?i:{SMALL_TALK['greeting']})" + r"(\s+[A-Z][\w']*(?=\W*$|[,!.:;-]))?[\s,!.:;-]*")
 
 
-def without_greeting(text: str) -> str:
-    """`text` without the greeting (and the name after it) it opens with: "Hi Pixel! Who's ..." -> "Who's ..."."""
-    match = _GREETING_AND_NAME.match(text)
-    return text[match.end() :] if match else text
+def without_greeting(text: str, names: tuple[str, ...] = ()) -> str:
+    """`text` without the greeting (and the name after it) it opens with: "Hi Pixel! Who's ..." ->
+    "Who's ...", "hey nova how much ..." -> "how much ..." (`names`: the persona's)."""
+    match = _GREETING.match(text)
+    if not match:
+        return text
+    rest = text[match.end() :]
+    for name in names:
+        if rest.lower().startswith(name.lower()) and not rest[len(name) : len(name) + 1].isalnum():
+            return rest[len(name) :].lstrip(" ,!.:;-")
+    return rest
+
+
+def question_text(text: str, names: tuple[str, ...] = ()) -> str:
+    """What retrieval should rank of a message: without its greeting, the small-talk sentences
+    around the question ("Hello Nova, greetings from Poland! What is the price ...?") and the host's
+    name used to address them ("what are we cooking today sage")."""
+    sentences = _SENTENCE.split(without_greeting(text.strip(), names))
+    kept = [
+        s
+        for s in sentences
+        if "?" in s or _QUESTION_START.match(s) or not any(_SMALL_TALK_RE[k].search(s) for k in ASIDES)
+    ]
+    return without_vocative(" ".join(kept) or text, names)
+
+
+def without_vocative(text: str, names: tuple[str, ...]) -> str:
+    """`text` without the host's name used to address them ("nova what shoes ...", "... today sage"),
+    unless the name is what it asks about ("who is Nova?")."""
+    for name in names:
+        vocative = re.compile(rf"^\W*{re.escape(name)}\b[\s,!:;-]*|[\s,]+{re.escape(name)}\W*$", re.IGNORECASE)
+        shorter = vocative.sub("", text)
+        if len(shorter.split()) >= 3:
+            text = shorter
+    return text
 
 
 def small_talk_line(kind: str | None, name: str) -> str:

@@ -28,7 +28,8 @@ STOP = frozenset(
     "wheres whos thats theres heres lets youll youve ill shes hes whoever whatever whichever wherever whenever "
     "only around behind over under above below near through across along same such nor during before "
     "after against between until both each few other once further else besides instead rather actually basically "
-    "anyway though tho r u ur ya yo rn pls plz thx btw lol".split()
+    "anyway though tho r u ur ya yo rn pls plz thx btw lol sorry anybody somebody whether without gotta haha hehe "
+    "per via".split()
 )
 """Words that carry no topic (a question's frame: "can you tell me what ...", its prepositions and
 fillers, and chat's shorthand: "r u", "rn")."""
@@ -41,7 +42,7 @@ GENERIC = frozenset(
     "little bit much many more most less pair pairs guys guy everyone everybody anyone someone people person "
     "chat viewer viewers stream streams show shows channel question questions answer thanks thank well way "
     "kind sort type should carry include included including available wonder wondering curious call called "
-    "named enough still far left policy policies".split()
+    "named enough still far left leave policy policies up down version versions".split()
 )
 """Common words that say little about which fact is meant; a question made only of these and of
 fact words is not about something the facts lack."""
@@ -50,20 +51,23 @@ SPELLING = {
     "color": "colour", "colors": "colours", "colored": "coloured", "favorite": "favourite", "gray": "grey",
     "theater": "theatre", "center": "centre", "flavor": "flavour", "flavors": "flavours", "organize": "organise",
     "mom": "mum", "cozy": "cosy", "jewelry": "jewellery", "catalog": "catalogue",
+    "wat": "what", "wut": "what", "tonite": "tonight", "ppl": "people", "thru": "through", "cuz": "because",
+    "lives": "life", "knives": "knife", "wives": "wife", "halves": "half", "shelves": "shelf", "leaves": "leaf",
 }  # fmt: skip
 
 CONCEPTS: dict[str, tuple[str, ...]] = {
     # commerce
     "price": ("price", "prices", "cost", "costs", "expensive", "cheap", "cheapest", "pricey", "afford", "dollar",
               "dollars", "euro", "euros", "buck", "bucks", "pay", "paying", "charge", "~how much", "go for", "~free",
-              "set me back", "spend", "buy", "sell", "purchase"),
+              "set me back", "spend", "fee", "fees", "buy", "~sell", "do you sell", "do u sell", "purchase", "~money"),
     "discount": ("deal", "deals", "discount", "discounts", "offer", "sale", "code", "coupon", "promo", "voucher",
                  "percent", "~off", "bargain", "special"),
     "return": ("return", "returns", "returning", "send back", "send them back", "send it back", "refund",
                "refunds", "money back", "exchange", "change my mind"),
     "shipping": ("shipping", "ship", "ships", "delivery", "deliver", "delivered", "arrive", "arrives", "postage",
                  "post", "mail", "dispatch", "courier", "shows up", "show up", "~order", "~orders"),
-    "size": ("size", "sizes", "sizing", "fit", "fits", "biggest", "largest", "smallest", "~big", "~small",
+    "pickup": ("pick up", "pickup", "collect", "in person", "in store", "click and collect"),
+    "size": ("size", "sizes", "sizing", "size range", "fit", "fits", "biggest", "largest", "smallest", "~big", "~small",
              "~large", "~tiny", "~wear"),
     "colour": ("colour", "colours", "coloured", "shade", "shades", "colourway", "blue", "black", "coral", "red",
                "white", "green", "grey", "pink"),
@@ -77,21 +81,24 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
                  "wednesday", "thursday",
                  "friday", "saturday", "sunday", "~late", "~early", "~weekend", "~on air", "~time"),
     "duration": ("how long", "how much time", "~time", "minutes", "minute", "takes", "~take", "quick", "quickly",
-                 "how fast", "~fast", "~long", "within", "~days", "~weeks", "~hours"),
+                 "how fast", "~fast", "~long", "within", "~days", "~weeks", "~hours", "how many days",
+                 "how many weeks", "how many hours", "how many minutes"),
     "host": ("host", "hosts", "hosting", "presenter", "~name", "running this", "chef", "streamer", "who are you",
              "who is", "~who"),
     # games
     "game": ("~game", "~games", "~play", "~playing", "~played", "~title", "~titles"),
     "score": ("score", "scores", "record", "points", "high score", "~beat", "~top"),
     "vote": ("vote", "votes", "voting", "poll", "choose", "decide", "~pick", "~picked"),
-    "year": ("year", "how old", "released", "release", "came out", "come out", "~old"),
-    "hardware": ("hardware", "emulator", "emulators", "emulation", "emulate", "original", "console", "pc",
-                 "machine", "computer", "~real"),
+    "year": ("year", "how old", "released", "release", "came out", "come out", "~old", "~when"),
+    "hardware": ("hardware", "console", "pc", "machine", "computer", "~original", "~real", "~run on", "~runs on"),
+    "emulation": ("emulator", "emulators", "emulation", "emulate", "emulated", "original hardware", "real hardware",
+                  "~real", "~original", "~genuine", "~authentic"),
     "controller": ("joystick", "controller", "stick", "pad", "gamepad", "button", "buttons", "fire button"),
     "tournament": ("tournament", "competition", "contest", "compete", "championship", "~enter", "~join"),
     "prize": ("prize", "win", "wins", "won", "winning", "winner", "champion", "reward"),
     "genre": ("genre", "kind of game", "type of game", "shooter", "adventure", "platformer", "space", "jungle",
               "~about"),
+    "command": ("command", "commands", "~type", "~typing", "~chat"),
     "collection": ("collection", "cartridge", "cartridges", "cart", "carts", "shelf", "library", "~own"),
     # cooking
     "recipe": ("recipe", "recipes", "~cook", "~cooking", "~cooked", "~dish", "~meal", "menu", "~making", "~make"),
@@ -118,6 +125,13 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
 appears without meaning the concept ("how much" is a price or a quantity): it helps rank facts, but
 a question is not refused for lacking a fact about it."""
 
+IDIOMS: dict[str, tuple[str, ...]] = {
+    "real deal": ("~emulation",), "big deal": (), "no big deal": (), "true to size": ("fit",), "run small": ("fit",),
+    "run large": ("fit",), "run big": ("fit",),
+}  # fmt: skip
+"""Phrases whose words lose their own meaning ("the real deal" is no discount; "do they run small?"
+asks how a shoe fits, not its sizes): phrase -> the concepts it names ("~": loosely)."""
+
 _TOKEN = re.compile(r"!?[a-z0-9]+(?:[.,'][0-9a-z]+)*")
 _SUFFIXES = ("ing", "ies", "es", "ed", "s")
 
@@ -140,7 +154,8 @@ def stem(word: str) -> str:
     """A crude English stem, the same for a word's plural, -ing and -ed forms ("returns" -> "return");
     a chat command is its word ("!score" -> "score")."""
     once = _stem_once(word)
-    return _stem_once(once) if once != word else once  # "evenings" -> "evening" -> "even", as "evening"
+    base = _stem_once(once) if once != word else once  # "evenings" -> "evening" -> "even", as "evening"
+    return base[:-1] if len(base) >= 4 and base.endswith("e") and base.isalpha() else base  # "emulate(d)": "emulat"
 
 
 def _stem_once(word: str) -> str:
@@ -197,7 +212,7 @@ def synonym_terms(word: str, wordnet: WordNet) -> tuple[set[str], set[str]]:
     meaning is a price): weak evidence, for a word that nothing else explains."""
     concepts: set[str] = set()
     stems: set[str] = set()
-    for synonym in wordnet.synonyms(word, senses=ALL_SENSES):
+    for synonym in wordnet.heads(word):
         key = tuple(stem(t) for t in tokens(synonym))
         concepts.update(c for c, strong in concepts_of(key).items() if strong)
         if len(key) == 1:
@@ -211,8 +226,23 @@ def broader_stems(word: str, wordnet: WordNet) -> set[str]:
     return {stem(w) for w in wordnet.broader(word) if " " not in w and "-" not in w} - STOP - GENERIC
 
 
-ALL_SENSES = 99
-"""A word nothing else explains may mean it in any sense ("the damage": a price, not harm)."""
+LIGHT_VERBS = frozenset("get take go do make put give let have keep come".split())
+OWN_KINDS = frozenset({"person", "body part", "social group", "animal"})
+
+
+def is_light_verb(word: str, wordnet: WordNet) -> bool:
+    """A verb whose most frequent meanings are said with, or are kinds of, a common verb ("grab":
+    take hold of, "work": do work, "allowed": let, "save": keep) says no more than that verb does."""
+    if wordnet.senses(word, "a"):  # "canned" ("put up"), "express": said of a thing, not done
+        return False
+    said = wordnet.synonyms(word, senses=2, parts="v") | wordnet.kinds(word, "v")
+    return any(synonym.split()[0] in LIGHT_VERBS for synonym in said)
+
+
+def is_own(word: str, wordnet: WordNet) -> bool:
+    """A person, pet or body part ("my sister", "my feet"): after "my", the viewer's own, not what
+    the question asks the facts about."""
+    return bool(wordnet.broader(word, depth=7, senses=2) & OWN_KINDS)
 
 
 def is_number(token: str) -> bool:

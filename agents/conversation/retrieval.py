@@ -7,19 +7,13 @@ the question asks about (a concept or a content word, not only a name) and names
 than the one asked about ("is the Stride Runner waterproof?" is not answered by "The Trail Pro
 hiking shoes are waterproof").
 
-Honesty rules, so that "I don't know" is said when the facts are silent:
-  * every question word that plainly names a topic must be covered by the chosen facts (at most
-    two lines): "how heavy is the Trail Pro?" is not answered by its price;
-  * a capitalised name the facts do not know ("Canada", "PayPal", "Zelda") means the question is
-    about something else;
-  * so does any other word that neither the facts nor the lexicon know ("socks", "calories"),
-    unless at least two of the question's words plainly point at the chosen fact ("If I spend
-    70 dollars, is postage included?").
-A word the lexicon lacks is widened, as weak evidence (agents/conversation/wordnet.py): its
-synonyms in any meaning ("the damage": a price), the fact word it abbreviates ("sub"), or a
-fact's thing it is a kind of ("the Saturday event": the tournament). It then counts as known only
-if another word plainly points at the chosen fact. A question asking what something is ("what's
-cooking?") prefers the fact saying what today's is ("Today's recipe is ...").
+Whether the chosen lines answer the question, or what the facts do not know, is
+agents/conversation/honesty.py's to say. A word the lexicon lacks is widened, as weak evidence
+(agents/conversation/wordnet.py): the concepts of what names its meanings ("the damage": a
+price), the fact word it abbreviates ("sub"), or a fact's thing it is a kind of ("the Saturday
+event": the tournament). A question asking what something is ("what's cooking?") prefers the fact
+saying what today's is ("Today's recipe is ..."); one that only names a thing ("tell me about
+the Trail Pro") gets what the facts say of it.
 A follow-up ("how heavy are they?") borrows the names, and weakly the topics, of the exchange
 before it: that is all the memory retrieval needs.
 """
@@ -32,14 +26,19 @@ from collections import Counter
 from dataclasses import dataclass
 
 from agents.conversation.entities import capitalised_tokens, entities_of
+from agents.conversation.honesty import why_unanswered
+from agents.conversation.intent import clauses
 from agents.conversation.lexicon import (
     GENERIC,
+    IDIOMS,
     LONGEST_PHRASE,
     NUMBER_WORDS,
     QUANTITY_QUESTIONS,
     broader_stems,
     concepts_of,
+    is_light_verb,
     is_number,
+    is_own,
     number_value,
     stem,
     synonym_terms,
@@ -52,12 +51,17 @@ from agents.conversation.terms import (
     FactTerms,
     Word,
     adjunct,
+    asked,
     current_subject,
     is_follow_up,
     names_current,
+    only_names,
+    plainly_strong,
+    unexplained,
 )
 from agents.conversation.wordnet import open_wordnet
 
+IDIOM_STEMS = {tuple(stem(t) for t in tokens(phrase)): named for phrase, named in IDIOMS.items()}
 MAX_LINES = 2
 """Facts one answer may combine ("can I send them back if they don't fit?": returns and sizes)."""
 WEAK = 0.4
@@ -112,7 +116,7 @@ class FactIndex:
         viewers use for it ({"Trail Pro": ["hiking shoes", "hikers"]}); `wordnet`: widen words
         with WordNet's synonyms and kinds where its files are installed."""
         self.facts = list(facts)
-        self._wordnet = open_wordnet() if wordnet else None
+        self.wordnet = open_wordnet() if wordnet else None
         self.entities, self._hints = entities_of(self.facts, list(names), aliases or {})
         self._entity_phrases: dict[tuple[str, ...], set[str]] = {}
         for name, forms in self.entities.items():
@@ -150,6 +154,12 @@ class FactIndex:
                 j = i + gap + 1
                 if j < len(stems):
                     self._mark_phrase(words, [i, j], (stems[i], stems[j]), concepts_only=True)
+        for phrase, named in IDIOM_STEMS.items():
+            for i in range(len(stems) - len(phrase) + 1):
+                if tuple(stems[i : i + len(phrase)]) == phrase:
+                    for w in words[i : i + len(phrase)]:
+                        w.concepts = {c.lstrip("~"): not c.startswith("~") for c in named}
+                        w.in_phrase = True
         for w in words:
             w.entities |= self._entity_phrases.get((w.stem,), set())
             if not w.entities:
@@ -184,10 +194,17 @@ class FactIndex:
             frozenset(
                 b
                 for w in words
-                if self._wordnet and w.content and w.text not in GENERIC and not w.entities
-                for b in broader_stems(w.text, self._wordnet)
+                if self.wordnet and w.content and w.text not in GENERIC and not w.entities
+                for b in broader_stems(w.text, self.wordnet)
             ),
             current_subject(words),
+            frozenset(
+                c
+                for i, w in enumerate(words)
+                for c, strong in w.concepts.items()
+                if strong or (i > 0 and is_number(words[i - 1].text))
+            )
+            | ({"year"} & set(named)),
         )
 
     # ------------------------------------------------------------------ ranking
@@ -199,16 +216,23 @@ class FactIndex:
             if w.strong and not any(concepts_of((w.stem,)).values()):
                 w.concepts = {c: True for c, strong in w.concepts.items() if strong}
         self._widen(words)
+        _mark_asides(question, words)
         entities = {e for w in words for e in w.entities}
         borrowed: list[Word] = []
         if context and not entities and is_follow_up(question, words):
             borrowed = self.words(context)
-            entities = {e for w in borrowed for e in w.entities}
-        topics = [i for i, w in enumerate(words) if self._is_topic(w) and not adjunct(words, i)]
+            before = {c for named in asked(borrowed).values() for c in named}  # the new question asks its own
+            for w in borrowed:
+                w.concepts = {c: strong for c, strong in w.concepts.items() if c not in before}
+            hinted = {e for w in words for e in w.hints}  # "and the hiking ones?": not the runners before
+            entities = hinted or {e for w in borrowed for e in w.entities}
+        topics = [i for i, w in enumerate(words) if self._is_topic(w) and not adjunct(words, i) and not w.aside]
+        asks = {i: named for i, named in asked(words).items() if not words[i].aside}
+        topics = sorted(set(topics) | set(asks))
         said = " ".join(w.text for w in words)
         quantity = any(q in said for q in QUANTITY_QUESTIONS)
         asks_what = bool(words) and words[0].text in WHAT and not NOT_NOW & {w.stem for w in words}
-        own = {i: sum(self._gain(w, fact) for w in words) for i, fact in enumerate(self.terms)}
+        own = {i: sum(self.gain(w, fact) for w in words) for i, fact in enumerate(self.terms)}
         elliptic = not any(own.values())  # "which shoe is it for?": only the exchange before says what
         candidates = []
         for index, fact in enumerate(self.terms):
@@ -216,8 +240,8 @@ class FactIndex:
                 continue  # about another product / game / person than the one asked about
             if own[index] <= 0 and not (elliptic and borrowed):
                 continue  # shares at most a name: "what's the warranty on the Trail Pro?"
-            covers = {i for i in topics if self._gain(words[i], fact) > 0}
-            score = own[index] + CONTEXT * sum(self._gain(w, fact) for w in borrowed)
+            covers = {i for i in topics if self.gain(words[i], fact) > 0 and (i not in asks or asks[i] & fact.plain)}
+            score = own[index] + CONTEXT * sum(self.gain(w, fact) for w in borrowed)
             if score <= 0:
                 continue
             if fact.current and asks_what:
@@ -229,6 +253,11 @@ class FactIndex:
             score += WEAK * sum(self._idf.get("#" + e, 0.1) for e in hinted & fact.entities)
             candidates.append(Candidate(index, self.facts[index], score, frozenset(covers)))
         candidates.sort(key=lambda c: (-len(c.covers), -c.score, c.index))
+        if not candidates and entities and not borrowed and only_names(words):
+            about = [  # "tell me about the Trail Pro": what the facts say of it
+                Candidate(i, self.facts[i], 1.0, frozenset()) for i, t in enumerate(self.terms) if entities & t.entities
+            ][:MAX_LINES]
+            return Ranking(about, about)
         if not candidates:
             return Ranking([], [], "no fact shares what the question asks about")
         chosen = [candidates[0]]
@@ -245,31 +274,30 @@ class FactIndex:
                 ]
                 if theirs and len(chosen) < MAX_LINES:
                     chosen.append(theirs[0])
+        if quantity and TWO_PARTS & {w.text for w in words} and not any(self.terms[c.index].numbers for c in chosen):
+            counted = [c for c in candidates if self.terms[c.index].numbers and c not in chosen]
+            if counted and len(chosen) < MAX_LINES:  # "how much are they and are they waterproof?"
+                chosen.append(max(counted, key=lambda c: c.score))
         if missing:
             said = ", ".join(words[i].text for i in sorted(missing))
             return Ranking(candidates, [], f"no fact says anything about {said!r}")
-        chosen_names = {e for c in chosen for e in self.terms[c.index].entities}
-        borrowed_names = {e for w in borrowed for e in w.entities} & chosen_names  # "how much is it?"
-        pointing = self._pointing(words, chosen) + bool(borrowed_names)
-        unknown = [
-            w for w in words if self._unexplained(w) or (w.widened and not (pointing and self._explains(w, chosen)))
-        ]
-        if any(w.capitalised for w in unknown):
-            names = ", ".join(w.text for w in unknown if w.capitalised)
-            return Ranking(candidates, [], f"the facts do not know {names!r}")
-        if unknown and pointing < 2:
-            return Ranking(candidates, [], f"the facts do not know {', '.join(w.text for w in unknown)!r}")
+        why = why_unanswered(self, words, chosen, borrowed)
+        if why:
+            return Ranking(candidates, [], why)
         return Ranking(candidates, chosen)
 
     def _widen(self, words: list[Word]) -> None:
         """Give each question word that nothing else explains its synonyms' concepts and the
         facts' words among its synonyms, as weak evidence ("what's the damage?": a price), or the fact
         word it abbreviates."""
-        for w in words:
-            if self._unexplained(w):
+        for i, w in enumerate(words):
+            if unexplained(w, self.known_stems) and self.wordnet is not None:
+                own = i > 0 and words[i - 1].text in ("my", "our") and is_own(w.text, self.wordnet)
+                w.light = own or is_light_verb(w.text, self.wordnet)
+            if unexplained(w, self.known_stems):
                 w.kin = self._abbreviated(w.stem)
-                if self._wordnet is not None:
-                    concepts, stems = synonym_terms(w.text, self._wordnet)
+                if self.wordnet is not None:
+                    concepts, stems = synonym_terms(w.text, self.wordnet)
                     w.concepts.update((c, False) for c in concepts if c not in w.concepts)
                     w.kin |= stems & self.known_stems
                 w.widened = True
@@ -281,7 +309,7 @@ class FactIndex:
         longer = {s for s in self.known_stems if s.startswith(word.rstrip("s")) and len(s) > len(word)}
         return longer if len(longer) == 1 else set()
 
-    def _gain(self, w: Word, fact: FactTerms) -> float:
+    def gain(self, w: Word, fact: FactTerms) -> float:
         """What word `w` of a question adds to `fact`'s score (0: nothing in common): the best of
         the concepts they share (more so when the fact names it several times: "Tuesday and Thursday
         from 8 to 10 at night" answers "when?" better than "tonight's game"), plus half the weight
@@ -300,45 +328,25 @@ class FactIndex:
             gain = WEAK * self._idf.get("^" + w.stem, 0.1)
         return gain
 
-    def _explains(self, w: Word, chosen: list[Candidate]) -> bool:
-        """A word explained only by WordNet is known when it points at a chosen fact (which another
-        of the question's words must name plainly: "the Saturday event", "the damage for the Trail Pro")."""
-        return any(self._gain(w, self.terms[c.index]) > 0 for c in chosen)
-
     def _is_topic(self, w: Word) -> bool:
         """A word the answer must speak to: it names a concept plainly, or it is a content word
         that the facts use (and not a name: names are matched as entities)."""
         if w.entities or w.hints:
             return False
         if w.strong:  # unless every fact talks about it ("pasta" on a pasta stream)
-            return any(strong and self._df.get("@" + c, 0) <= len(self.facts) / 3 for c, strong in w.concepts.items())
+            rare = len(self.facts) / 3
+            return plainly_strong(w) and any(s and self._df.get("@" + c, 0) <= rare for c, s in w.concepts.items())
         specific = 0 < self._df.get(w.stem, 0) <= max(2, len(self.facts) // 6)  # not "shoes" in a shoe shop
         return w.content and w.text not in GENERIC and specific and not w.concepts
 
-    def _unexplained(self, w: Word) -> bool:
-        return (
-            w.content
-            and w.text not in GENERIC
-            and w.stem not in GENERIC
-            and not w.concepts
-            and not w.entities
-            and not w.hints
-            and w.text not in NUMBER_WORDS
-            and not w.in_phrase
-            and w.stem not in self.known_stems
-            and not w.widened
-        )
 
-    def _pointing(self, words: list[Word], chosen: list[Candidate]) -> int:
-        """How many of the question's words plainly point at the chosen facts."""
-        facts = [self.terms[c.index] for c in chosen]
-        plain = [w for w in words if w.strong or w.entities or w.hints or (w.content and w.text not in GENERIC)]
-        return sum(1 for w in plain if any(self._points_at(w, f) for f in facts))
-
-    def _points_at(self, w: Word, fact: FactTerms) -> bool:
-        """Plain evidence: a concept named strongly, the very word, or a name of the fact."""
-        if (w.entities | w.hints) & fact.entities:
-            return True
-        if w.content and w.text not in GENERIC and w.stem in fact.stems:
-            return True
-        return any(strong and c in fact.concepts for c, strong in w.concepts.items())
+def _mark_asides(question: str, words: list[Word]) -> None:
+    """Mark the words of the clauses that ask nothing beside those that do ("which shop is this? saw
+    it on my feed"): the facts need not know them."""
+    parts = clauses(question)
+    if all(asking for _, asking in parts) or not any(asking for _, asking in parts):
+        return
+    flags = [asking for clause, asking in parts for _ in tokens(clause)]
+    if len(flags) == len(words):
+        for w, asking in zip(words, flags, strict=True):
+            w.aside = not asking

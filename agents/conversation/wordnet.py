@@ -76,12 +76,34 @@ class WordNet:
                 hypernyms.append(("a" if target_pos == "s" else target_pos, int(target)))
         return Synset(words, tuple(hypernyms))
 
-    def synonyms(self, word: str, senses: int = 3) -> set[str]:
-        """The other words of `word`'s most frequent noun, verb and adjective meanings."""
+    def synonyms(self, word: str, senses: int = 3, parts: str = "nva") -> set[str]:
+        """The other words of `word`'s most frequent meanings of the parts of speech `parts` (noun,
+        verb, adjective)."""
         out: set[str] = set()
-        for pos in ("n", "v", "a"):
+        for pos in parts:
             for offset in self.senses(word, pos)[:senses]:
                 out.update(self.synset(pos, offset).words)
+        out.discard(word)
+        return out
+
+    def kinds(self, word: str, pos: str, senses: int = 2) -> set[str]:
+        """The first name of what each of `word`'s most frequent meanings is a kind of ("save": "keep")."""
+        return {
+            self.synset(p, o).words[0]
+            for offset in self.senses(word, pos)[:senses]
+            for p, o in self.synset(pos, offset).hypernyms
+        }
+
+    def heads(self, word: str) -> set[str]:
+        """For each meaning of `word`: the word that names that meaning first, and the first name of
+        what it is a kind of ("damage": "price"; "dough": "money"). Fewer than all synonyms: a park
+        is also "a green", a pot "a good deal", which mislead."""
+        out: set[str] = set()
+        for pos in ("n", "v", "a"):
+            for offset in self.senses(word, pos):
+                synset = self.synset(pos, offset)
+                out.add(synset.words[0])
+                out.update(self.synset(p, o).words[0] for p, o in synset.hypernyms)
         out.discard(word)
         return out
 
@@ -103,6 +125,18 @@ class WordNet:
             )
             frontier = above
         return out
+
+    def knows(self, word: str) -> bool:
+        """WordNet lists `word` (or its base form: "cooking") as a word or phrase."""
+        return any(self.senses(word, pos) for pos in POS)
+
+    @lru_cache(maxsize=4096)  # noqa: B019
+    def is_english(self, word: str) -> bool:
+        """`word` is an English word, two run together ("timezone"), or, from six letters, one
+        with a letter wrong ("recieve"): not a name typed in lower case ("youtube", "paypal")."""
+        if self.knows(word) or any(self.knows(f"{word[:i]} {word[i:]}") for i in range(2, len(word) - 1)):
+            return True
+        return len(word) >= 6 and any(_lookup(self._index[pos], e) for e in _one_letter_off(word) for pos in POS)
 
     @lru_cache(maxsize=65536)  # noqa: B019
     def height(self, pos: str, offset: int) -> int:
@@ -154,6 +188,18 @@ def _detach(word: str, pos: str) -> list[str]:
     out = [word[: -len(end)] + base for end, base in _DETACH[pos] if word.endswith(end) and len(word) > len(end) + 1]
     out += [w[:-1] for w in out if len(w) > 3 and w[-1] == w[-2]]  # "shipping" -> "shipp" -> "ship"
     return out
+
+
+def _one_letter_off(word: str) -> set[str]:
+    """Spellings one letter away: one deleted, swapped with the next, replaced or added."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    cuts = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return (
+        {a + b[1:] for a, b in cuts if b}
+        | {a + b[1] + b[0] + b[2:] for a, b in cuts if len(b) > 1}
+        | {a + c + b[1:] for a, b in cuts if b for c in letters}
+        | {a + c + b for a, b in cuts for c in letters}
+    ) - {word}
 
 
 def _clean(word: str) -> str:
