@@ -1,7 +1,7 @@
 """Answers viewers can trust: each persona's questions through the channel's real answer path.
 
     python bench/answers.py [--persona shop games kitchen] [--mode strict guided free] [--selection retrieval model]
-                            [--set dev|holdout|fresh|unseen|blind|round5|sealed|final|all] [--llm vllm|none]
+                            [--set dev|holdout|fresh|unseen|blind|round5|sealed|final|last|all] [--llm vllm|none]
                             [--limit N] [--json]
 
 For each persona (bench/questions/<persona>.yaml: its config, channel and >= 60 questions) and
@@ -209,6 +209,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "round5": ["_round5"],
         "sealed": ["_sealed"],
         "final": ["_final"],
+        "last": ["_last"],
         "all": ["", "_holdout", "_fresh"],
     }[args.set]
     question_sets = [
@@ -263,9 +264,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--set",
-        choices=["dev", "holdout", "fresh", "unseen", "blind", "round5", "sealed", "final", "all"],
+        choices=["dev", "holdout", "fresh", "unseen", "blind", "round5", "sealed", "final", "last", "all"],
         default="dev",
-        help="holdout, fresh: not used to tune; unseen, blind, round5, sealed, final: written blind, each first "
+        help="holdout, fresh: not used to tune; unseen, blind, round5, sealed, final, last: written blind, each first "
         "run once (the README keeps each first look)",
     )
     ap.add_argument("--llm", choices=["vllm", "none"], default="vllm", help="none: retrieval and the cache only")

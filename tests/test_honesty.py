@@ -126,6 +126,7 @@ def test_light_verbs_and_the_viewers_own_people_are_not_unknown_topics(
         ("kitchen", "can i freeze the leftovers instead of keeping them in the fridge", "freeze"),  # the asked verb
         ("games", "is the saturday tournament also streamed on youtube", "youtube"),  # a name in lower case
         ("shop", "how much is express shipping?", "express"),  # a kind of mail, but shipping says no more
+        ("games", "Can Star Raiders be played with two players at the same time?", "players"),  # a name counts once
     ],
 )
 def test_what_the_question_asks_about_must_be_known(

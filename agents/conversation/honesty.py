@@ -86,9 +86,11 @@ def _name_like(index: FactIndex, w: Word) -> bool:
 
 def _pointing(words: list[Word], facts: list[FactTerms]) -> int:
     """How many of the question's words plainly point at the chosen facts (a phrase's frame
-    words, "do you" in "do you sell", do not count; "when" does)."""
+    words, "do you" in "do you sell", do not count; "when" does; a name of two words counts once)."""
     plain = [w for w in words if w.entities or w.hints or plainly_strong(w) or (w.content and w.text not in GENERIC)]
-    return sum(1 for w in plain if any(_points_at(w, f) for f in facts))
+    pointing = [w for w in plain if any(_points_at(w, f) for f in facts)]
+    names = {frozenset(w.entities | w.hints) for w in pointing if w.entities or w.hints}
+    return len([w for w in pointing if not (w.entities or w.hints)]) + len(names)  # "Star Raiders" is one
 
 
 def _points_at(w: Word, fact: FactTerms) -> bool:
