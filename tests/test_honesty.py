@@ -139,7 +139,10 @@ def test_what_the_question_asks_about_must_be_known(
 def test_a_remark_beside_the_question_need_not_be_known(index: dict[str, FactIndex]) -> None:
     host = "Nova is the host of the Stride Shop live stream."
     assert chosen(index, "shop", "whats the name of the host? i wanna give her a shoutout on my story") == [host]
-    assert chosen(index, "shop", "do you ship to Canada? asking for my cousin") == []  # a name still counts
+    assert chosen(index, "shop", "do you ship to Canada? asking for my cousin") == []  # asked about: it counts
+    schedule = "The stream runs Tuesday and Thursday from 8 to 10 at night."
+    assert chosen(index, "games", "what time does the stream start and end? I am in New York") == [schedule]
+    assert chosen(index, "shop", "do you ship there? I live in Canada") == []  # "there" asks about the remark
 
 
 def test_how_long_and_when_need_a_line_that_says_so(index: dict[str, FactIndex]) -> None:

@@ -8,7 +8,8 @@ this module says "I don't know" when they only seem to. The facts are silent whe
     start?");
   * it names something the facts do not know: a capitalised name ("Canada", "Zelda"), a name typed
     in lower case (no English word: "youtube"), or the very verb a yes/no question asks about
-    ("can I freeze the leftovers?");
+    ("can I freeze the leftovers?"); a remark beside the question ("... ? I am in New York") need
+    not be known, unless the question points at it ("do you ship there? I live in Canada");
   * any other word neither the facts nor the lexicon know ("socks", "calories"), unless at least
     two of the question's words plainly point at the chosen lines ("If I spend 70 dollars, is
     postage included?"). A word known only through WordNet counts as known when it points at a
@@ -51,11 +52,12 @@ def why_unanswered(index: FactIndex, words: list[Word], chosen: list[Candidate],
     chosen_names = {e for f in facts for e in f.entities}
     borrowed_names = {e for w in borrowed for e in w.entities} & chosen_names  # "how much is it?"
     pointing = _pointing(words, facts) + bool(borrowed_names)
+    there = any(w.text in ("there", "here") and not w.aside for w in words)  # "ship there? I live in Canada"
     unknown = [
         w
         for w in words
         if (unexplained(w, index.known_stems) or (w.widened and not (pointing and _explains(index, w, facts, words))))
-        and not (w.aside and not w.capitalised and not _name_like(index, w))  # "..., saw it on my feed"
+        and not (w.aside and not (there and (w.capitalised or _name_like(index, w))))  # "... I'm in New York"
     ]
     asked = asked_verb(words)
     if asked is not None and asked in unknown:  # "can I freeze the leftovers?"
