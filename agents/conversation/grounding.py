@@ -88,7 +88,8 @@ class Grounder:
         if intent.small_talk_first:
             return Reply("small_talk", [small_talk_line(intent.small_talk, self.persona.name)])
         knowledge = self.persona.knowledge
-        ranking = knowledge.index.rank(question_text(text, names), context=_last_exchange(memory))
+        # off the loop: a word WordNet lacks is spell-checked (~15 ms, once), which frames should not wait on
+        ranking = await asyncio.to_thread(knowledge.index.rank, question_text(text, names), _last_exchange(memory))
         cached = knowledge.cached_answer(text)
         if cached is not None and not ranking.why_none.startswith("the facts do not know"):
             return Reply("cached", split_sentences(cached), [cached], notes=["the answer cache"])

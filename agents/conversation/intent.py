@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _INJECTION = [
     r"\b(ignore|disregard|forget|override|bypass|skip)\b.{0,40}\b(instructions?|rules?|prompts?|facts?|guidelines?"
@@ -102,11 +103,10 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 def clauses(text: str) -> list[tuple[str, bool]]:
     """`text`'s clauses (split at punctuation), each with whether it asks something."""
-    out = []
-    for i, clause in enumerate(_CLAUSE.split(text)):
-        start = _QUESTION_START if i == 0 else _WH_START
-        out.append((clause, "?" in clause or bool(start.match(clause) or _WH_START.match(clause))))
-    return out
+    return [
+        (clause, "?" in clause or bool(_WH_START.match(clause) or (i == 0 and _QUESTION_START.match(clause))))
+        for i, clause in enumerate(_CLAUSE.split(text))
+    ]
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,7 @@ def classify(text: str, names: tuple[str, ...] = ()) -> Intent:
     kind = kind or next((k for k, r in _SMALL_TALK_RE.items() if r.search(text)), None)
     if asks and kind in ASIDES and len(text.split()) >= 4:
         kind = None  # "what oil are you using, it looks great": the question is what needs an answer
-    question = asks
-    return Intent(injection, kind, question)
+    return Intent(injection, kind, asks)
 
 
 _GREETING = re.compile(f"(?i:{SMALL_TALK['greeting']})" + r"(\s+[A-Z][\w']*(?=\W*$|[,!.:;-]))?[\s,!.:;-]*")
@@ -168,11 +167,15 @@ def without_vocative(text: str, names: tuple[str, ...]) -> str:
     """`text` without the host's name used to address them ("nova what shoes ...", "... today sage"),
     unless the name is what it asks about ("who is Nova?")."""
     for name in names:
-        vocative = re.compile(rf"^\W*{re.escape(name)}\b[\s,!:;-]*|[\s,]+{re.escape(name)}\W*$", re.IGNORECASE)
-        shorter = vocative.sub("", text)
+        shorter = _vocative(name).sub("", text)
         if len(shorter.split()) >= 3:
             text = shorter
     return text
+
+
+@lru_cache(maxsize=256)
+def _vocative(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^\W*{re.escape(name)}\b[\s,!:;-]*|[\s,]+{re.escape(name)}\W*$", re.IGNORECASE)
 
 
 def small_talk_line(kind: str | None, name: str) -> str:

@@ -207,9 +207,9 @@ QUANTITY_QUESTIONS = ("how many", "how much", "how long", "how old", "how heavy"
 """Questions whose answer is a number: facts that state none rank lower."""
 
 
-def synonym_terms(word: str, wordnet: WordNet) -> tuple[set[str], set[str]]:
-    """The concepts and the stems of `word`'s synonyms in any of its meanings ("damage": one
-    meaning is a price): weak evidence, for a word that nothing else explains."""
+def meaning_terms(word: str, wordnet: WordNet) -> tuple[set[str], set[str]]:
+    """The concepts and the stems of what names each of `word`'s meanings, and its kind ("damage":
+    one meaning is a price; "dough": money): weak evidence, for a word that nothing else explains."""
     concepts: set[str] = set()
     stems: set[str] = set()
     for synonym in wordnet.heads(word):

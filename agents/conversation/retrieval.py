@@ -39,9 +39,9 @@ from agents.conversation.lexicon import (
     is_light_verb,
     is_number,
     is_own,
+    meaning_terms,
     number_value,
     stem,
-    synonym_terms,
     tokens,
 )
 from agents.conversation.terms import (
@@ -287,9 +287,9 @@ class FactIndex:
         return Ranking(candidates, chosen)
 
     def _widen(self, words: list[Word]) -> None:
-        """Give each question word that nothing else explains its synonyms' concepts and the
-        facts' words among its synonyms, as weak evidence ("what's the damage?": a price), or the fact
-        word it abbreviates."""
+        """Give each question word that nothing else explains the concepts and the facts' words
+        that name its meanings, as weak evidence ("what's the damage?": a price), or the fact word
+        it abbreviates; mark light verbs and the viewer's own people ("grab", "my sister")."""
         for i, w in enumerate(words):
             if unexplained(w, self.known_stems) and self.wordnet is not None:
                 own = i > 0 and words[i - 1].text in ("my", "our") and is_own(w.text, self.wordnet)
@@ -297,7 +297,7 @@ class FactIndex:
             if unexplained(w, self.known_stems):
                 w.kin = self._abbreviated(w.stem)
                 if self.wordnet is not None:
-                    concepts, stems = synonym_terms(w.text, self.wordnet)
+                    concepts, stems = meaning_terms(w.text, self.wordnet)
                     w.concepts.update((c, False) for c in concepts if c not in w.concepts)
                     w.kin |= stems & self.known_stems
                 w.widened = True
